@@ -1,0 +1,112 @@
+"""The configuration database: the switch's desired state, as one JSON file.
+
+    {"format": 1, "bridges": {"br0": {"config": {}, "ports": {
+        "veth0": {"type": "system", "options": {}}}}}}
+
+Writes are atomic: a temporary file in the same directory, fsync, rename, then
+fsync of the directory, so a crash leaves either the old or the new file. A file
+that does not parse or validate is refused with a one-line reason and never
+rewritten, so a human can repair it.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import tempfile
+
+from .names import check_ifname
+
+FORMAT = 1
+
+
+class DatabaseError(Exception):
+    pass
+
+
+def empty() -> dict:
+    return {"format": FORMAT, "bridges": {}}
+
+
+def validate(doc) -> dict:
+    """Raise DatabaseError unless `doc` is a well-formed configuration."""
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise DatabaseError(f"not an ovslite database of format {FORMAT}")
+    bridges = doc.get("bridges")
+    if not isinstance(bridges, dict):
+        raise DatabaseError("'bridges' must be an object")
+    seen: set[str] = set()
+    for br_name, br in bridges.items():
+        try:
+            check_ifname(br_name, "bridge")
+        except ValueError as exc:
+            raise DatabaseError(str(exc)) from None
+        if not isinstance(br, dict) or not isinstance(br.get("ports"), dict):
+            raise DatabaseError(f"bridge {br_name}: 'ports' must be an object")
+        if not isinstance(br.get("config", {}), dict):
+            raise DatabaseError(f"bridge {br_name}: 'config' must be an object")
+        for port_name, port in br["ports"].items():
+            try:
+                check_ifname(port_name, "port")
+            except ValueError as exc:
+                raise DatabaseError(f"bridge {br_name}: {exc}") from None
+            if port_name in seen:
+                raise DatabaseError(f"port {port_name} is on more than one bridge")
+            seen.add(port_name)
+            if not isinstance(port, dict) or not isinstance(port.get("type"), str):
+                raise DatabaseError(f"port {port_name}: 'type' must be a string")
+            if not isinstance(port.get("options", {}), dict):
+                raise DatabaseError(f"port {port_name}: 'options' must be an object")
+    return doc
+
+
+class ConfigDB:
+    def __init__(self, path: str):
+        self.path = path
+
+    def load(self) -> dict:
+        """The stored configuration, or an empty one if the file does not exist."""
+        try:
+            with open(self.path, "rb") as f:
+                raw = f.read()
+        except FileNotFoundError:
+            return empty()
+        except OSError as exc:
+            raise DatabaseError(f"cannot read {self.path}: {exc.strerror}") from None
+        try:
+            doc = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise DatabaseError(f"{self.path} is corrupt: {exc}") from None
+        try:
+            return validate(doc)
+        except DatabaseError as exc:
+            raise DatabaseError(f"{self.path} is corrupt: {exc}") from None
+
+    def save(self, doc: dict) -> None:
+        validate(doc)
+        data = json.dumps(doc, indent=2, sort_keys=True).encode() + b"\n"
+        directory = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".conf.db.", dir=directory)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+        dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+
+def clone(doc: dict) -> dict:
+    return copy.deepcopy(doc)

@@ -1,0 +1,33 @@
+"""Netdev providers, registered by type name (see base.py for the contract)."""
+
+from __future__ import annotations
+
+from .base import LinkStatus, Netdev, NetdevError
+
+_CLASSES: dict[str, type[Netdev]] = {}
+
+
+def register(cls: type[Netdev]) -> type[Netdev]:
+    """Class decorator: make `cls` available as `add-port --type cls.type`."""
+    if not cls.type or cls.type in _CLASSES:
+        raise ValueError(f"netdev type {cls.type!r} is empty or already registered")
+    _CLASSES[cls.type] = cls
+    return cls
+
+
+def netdev_class(type_name: str) -> type[Netdev]:
+    try:
+        return _CLASSES[type_name]
+    except KeyError:
+        known = ", ".join(sorted(_CLASSES))
+        raise NetdevError(f"unknown port type {type_name!r} (known: {known})") from None
+
+
+def netdev_types() -> list[str]:
+    return sorted(_CLASSES)
+
+
+# Providers register themselves on import.
+from . import system  # noqa: E402,F401
+
+__all__ = ["LinkStatus", "Netdev", "NetdevError", "netdev_class", "netdev_types", "register"]

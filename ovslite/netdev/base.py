@@ -1,0 +1,94 @@
+"""The netdev provider interface: one class per port type, registered by name.
+
+Modelled on Open vSwitch's `struct netdev_class` (lib/netdev-provider.h). A
+provider owns one port's device and moves frames between it and the bridge.
+The datapath never looks inside a provider; it only uses the methods below.
+
+Packets cross this interface as bytes-like objects that begin with a 10-byte
+`struct virtio_net_hdr` (see ovslite.vnet) followed by the Ethernet frame.
+Every kernel-backed provider reads and writes that same layout (AF_PACKET with
+PACKET_VNET_HDR, TAP with IFF_VNET_HDR), so a GSO super-frame with a partial
+checksum passes from one port to another untouched: no copy, no segmentation.
+
+Providers never block the event loop: `recv_batch` and `send_batch` are
+non-blocking; `open` and `close` may do short netlink round trips and are
+called only when configuration changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+
+class NetdevError(Exception):
+    """A port could not be opened or configured; the message is user-facing."""
+
+    def __init__(self, message: str, errno: int = 0):
+        super().__init__(message)
+        self.errno = errno
+
+
+@dataclass
+class LinkStatus:
+    up: bool
+    reason: str = ""
+
+
+class Netdev:
+    """Base class of every port type."""
+
+    #: type name users pass to `add-port --type`, e.g. "system"
+    type: ClassVar[str] = ""
+    #: whether `open` creates a kernel device that `close` must remove
+    creates_device: ClassVar[bool] = False
+    #: option names this type accepts (validated by the switch before open)
+    options: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, name: str, options: dict[str, str] | None = None):
+        self.name = name
+        self.config = dict(options or {})
+
+    # -- lifecycle -----------------------------------------------------------
+    def open(self) -> None:
+        """Acquire the device. Raises NetdevError with a one-line reason.
+
+        May block briefly (netlink, ioctl). Called once per configuration change.
+        """
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the device; remove it from the kernel if this netdev made it.
+
+        Never raises. Safe to call twice or after a failed open.
+        """
+        raise NotImplementedError
+
+    # -- dataplane -----------------------------------------------------------
+    def fileno(self) -> int | None:
+        """The fd the event loop waits on for received frames, or None.
+
+        None means frames arrive by other means (a patch port is fed by its
+        peer's send_batch in the same loop pass).
+        """
+        raise NotImplementedError
+
+    def recv_batch(self, limit: int) -> list:
+        """Return up to `limit` received packets without blocking ([] if none)."""
+        raise NotImplementedError
+
+    def send_batch(self, packets: list) -> int:
+        """Queue `packets` for transmission without blocking.
+
+        Returns how many were accepted; the caller counts the rest as tx drops.
+        """
+        raise NotImplementedError
+
+    # -- state ---------------------------------------------------------------
+    def status(self) -> LinkStatus:
+        """Whether the port can carry frames now, and if not, why."""
+        return LinkStatus(True)
+
+    def info(self) -> dict[str, str]:
+        """Type-specific facts for `show` (ifindex, peer, namespace...)."""
+        return {}
