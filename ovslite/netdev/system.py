@@ -16,7 +16,7 @@ import errno
 import socket
 import struct
 
-from .. import vnet
+from .. import rtnl, vnet
 from . import register
 from .base import LinkStatus, Netdev, NetdevError
 
@@ -27,6 +27,8 @@ PACKET_VNET_HDR = 15
 PACKET_QDISC_BYPASS = 20
 PACKET_IGNORE_OUTGOING = 23
 ETH_P_ALL = 0x0003
+SO_SNDBUFFORCE = 32  # not exported by the socket module
+SO_RCVBUFFORCE = 33
 SOCKET_BUFFER = 4 * 1024 * 1024
 
 _PACKET_MREQ = struct.Struct("iHH8s")
@@ -40,10 +42,7 @@ def ifindex_of(name: str) -> int:
 
 
 def set_link_up(ifindex: int) -> None:
-    from pyroute2 import IPRoute
-
-    with IPRoute() as ipr:
-        ipr.link("set", index=ifindex, state="up")
+    rtnl.call(lambda ipr: ipr.link("set", index=ifindex, state="up"))
 
 
 def open_packet_socket(ifindex: int, name: str) -> socket.socket:
@@ -53,7 +52,7 @@ def open_packet_socket(ifindex: int, name: str) -> socket.socket:
         sock.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
         sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
         sock.setsockopt(SOL_PACKET, PACKET_QDISC_BYPASS, 1)
-        for opt in (socket.SO_RCVBUFFORCE, socket.SO_SNDBUFFORCE):
+        for opt in (SO_RCVBUFFORCE, SO_SNDBUFFORCE):
             try:
                 sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
             except PermissionError:  # without CAP_NET_ADMIN the default size will do

@@ -1,0 +1,50 @@
+# ovslite: every target installs what it needs, so each works on a fresh Debian machine as root.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# command:debian-package pairs the tests, demo and benchmarks run
+DEB_TOOLS := ip:iproute2 ping:iputils-ping iperf3:iperf3 tcpdump:tcpdump ethtool:ethtool \
+             trafgen:netsniff-ng pgrep:procps
+
+.PHONY: install deps-system test unit integration lint demo bench clean
+
+install: deps-system $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+	  { echo "ovslite needs Python >= 3.11 (found $$($(PYTHON) --version))"; exit 1; }
+	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV) || \
+	  { echo "python3 -m venv failed: apt-get install python3-venv"; exit 1; }
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,bench]'
+	@touch $@
+
+deps-system:
+	@missing=""; for pair in $(DEB_TOOLS); do \
+	  command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair##*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  if [ "$$(id -u)" != 0 ]; then echo "run as root to install:$$missing"; exit 1; fi; \
+	  apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null; \
+	fi
+
+test: install unit integration
+
+unit: install
+	$(PY) -m pytest tests -q
+
+integration: install
+	$(PY) -m pytest integration -q -m integration
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+demo: install
+	$(PY) integration/demo.py $(if $(KEEP),--keep) $(if $(QUICK),--quick)
+
+bench: install
+	$(PY) -m integration.bench $(if $(QUICK),--quick)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
