@@ -45,6 +45,8 @@ class Switch:
         self.desired: dict = dbmod.empty()
         self.bridges: dict[str, Bridge] = {}
         self.ports: dict[str, Port] = {}  # every port of every bridge, by name
+        #: configured ports whose device could not be opened: name -> reason
+        self.unopened: dict[str, str] = {}
         #: called as listener(event, **fields) for monitors
         self.listeners: list = []
 
@@ -85,8 +87,9 @@ class Switch:
         if name in self.ports:
             raise SwitchError(errno.EEXIST, f"{name} is already a port on bridge {self.ports[name].bridge.name}")
         new = dbmod.clone(self.desired)
-        new["bridges"][name] = {"config": {}, "ports": {}}
-        self._commit(new)
+        # Like OVS, every bridge has an internal port of its own name: the host's way in.
+        new["bridges"][name] = {"config": {}, "ports": {name: {"type": "internal", "options": {}}}}
+        self._commit(new, strict=name)
 
     def del_bridge(self, name: str, if_exists: bool = False) -> None:
         if name not in self.desired["bridges"]:
@@ -134,6 +137,11 @@ class Switch:
                 return
             where = f" on bridge {bridge}" if bridge else ""
             raise SwitchError(errno.ENOENT, f"no port named {name}{where}")
+        if name == owner:
+            raise SwitchError(
+                errno.EINVAL,
+                f"cannot delete port {name}: it is the local port of bridge {name} (use del-br)",
+            )
         new = dbmod.clone(self.desired)
         del new["bridges"][owner]["ports"][name]
         self._commit(new)
@@ -189,6 +197,16 @@ class Switch:
                     port = None
                 if port is None:
                     self._add_port(br, port_name, port_conf, strict == port_name)
+        self._resolve()
+
+    def _resolve(self) -> None:
+        """Let ports that refer to other ports (patch peers) re-check them."""
+        for port in self.ports.values():
+            port.netdev.resolve(port, self.ports, self.datapath)
+            if port.name in self.unopened:
+                continue  # keeps the reason it failed to open with
+            status = port.netdev.status()
+            self.set_state(port, status.up, status.reason)
 
     def _add_port(self, br: Bridge, name: str, conf: dict, strict: bool) -> None:
         netdev = netdev_class(conf["type"])(name, conf.get("options", {}))
@@ -201,6 +219,7 @@ class Switch:
                 raise
             br.add_port(port)
             self.ports[name] = port
+            self.unopened[name] = str(exc)
             self.set_state(port, False, str(exc))
             log.error("port open failed", bridge=br.name, port=name, error=str(exc))
             return
@@ -209,8 +228,6 @@ class Switch:
         self.datapath.attach(port)
         log.info("port added", bridge=br.name, port=name, type=conf["type"])
         self._notify("port-added", bridge=br.name, port=name)
-        status = netdev.status()
-        self.set_state(port, status.up, status.reason)
 
     def _remove_port(self, br: Bridge, name: str) -> None:
         port = br.ports[name]
@@ -219,6 +236,7 @@ class Switch:
         port.netdev.close()
         br.remove_port(name)
         self.ports.pop(name, None)
+        self.unopened.pop(name, None)
         log.info("port removed", bridge=br.name, port=name)
         self._notify("port-removed", bridge=br.name, port=name)
 

@@ -28,6 +28,6 @@ def netdev_types() -> list[str]:
 
 
 # Providers register themselves on import.
-from . import system  # noqa: E402,F401
+from . import internal, patch, system, tap  # noqa: E402,F401
 
 __all__ = ["LinkStatus", "Netdev", "NetdevError", "netdev_class", "netdev_types", "register"]

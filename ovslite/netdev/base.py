@@ -84,6 +84,18 @@ class Netdev:
         """
         raise NotImplementedError
 
+    # Optional, for providers that live inside the daemon (patch):
+    #   deliver_batch(packets, depth) -> int
+    # If present, the datapath calls it instead of send_batch, passing how many
+    # bridges the frames have crossed in this loop pass, so loops stay bounded.
+
+    def resolve(self, port, ports: dict, datapath) -> None:
+        """Re-check references to other ports after any configuration change.
+
+        `port` is this netdev's bridge Port, `ports` every port by name. Most
+        types refer to nothing and do nothing; status() reflects the outcome.
+        """
+
     # -- state ---------------------------------------------------------------
     def status(self) -> LinkStatus:
         """Whether the port can carry frames now, and if not, why."""
