@@ -91,11 +91,13 @@ class Bridge:
 
     def set_port_state(self, port: Port, up: bool, reason: str = "") -> bool:
         """Returns True if the state changed."""
+        if up:
+            reason = ""
         if port.up == up and port.reason == reason:
             return False
         changed = port.up != up
         port.up = up
-        port.reason = "" if up else reason
+        port.reason = reason
         if changed:
             if not up:
                 self.macs.flush(port)

@@ -19,6 +19,8 @@ import tempfile
 from .names import check_ifname
 
 FORMAT = 1
+#: bridge settings and the JSON types they accept
+BRIDGE_CONFIG = {"mac-aging-time": (int, float), "mac-table-size": (int,)}
 
 
 class DatabaseError(Exception):
@@ -31,7 +33,7 @@ def empty() -> dict:
 
 def validate(doc) -> dict:
     """Raise DatabaseError unless `doc` is a well-formed configuration."""
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+    if not isinstance(doc, dict) or type(doc.get("format")) is not int or doc["format"] != FORMAT:
         raise DatabaseError(f"not an ovslite database of format {FORMAT}")
     bridges = doc.get("bridges")
     if not isinstance(bridges, dict):
@@ -44,8 +46,13 @@ def validate(doc) -> dict:
             raise DatabaseError(str(exc)) from None
         if not isinstance(br, dict) or not isinstance(br.get("ports"), dict):
             raise DatabaseError(f"bridge {br_name}: 'ports' must be an object")
-        if not isinstance(br.get("config", {}), dict):
+        config = br.get("config", {})
+        if not isinstance(config, dict):
             raise DatabaseError(f"bridge {br_name}: 'config' must be an object")
+        for key, kind in BRIDGE_CONFIG.items():
+            value = config.get(key)
+            if value is not None and (type(value) not in kind or value <= 0):
+                raise DatabaseError(f"bridge {br_name}: {key} must be a positive number")
         for port_name, port in br["ports"].items():
             try:
                 check_ifname(port_name, "port")

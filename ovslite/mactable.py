@@ -7,9 +7,13 @@ Design, after Open vSwitch's lib/mac-learning.h:
 - An entry older than `aging` seconds is treated as absent by `lookup` at once;
   `expire` removes such entries in bulk and is called from a timer, not per frame.
 - Static entries (fdb-add) never age, are never moved by learning, never evicted.
-- When the table is full, a new MAC evicts the oldest learned entry of the port
-  that holds the most entries, so one port flooding random source MACs pushes
-  out its own entries first, not every other port's hosts.
+- When the table is full, a new MAC evicts the least recently seen entry of the
+  port that holds the most entries, so one port flooding random source MACs
+  pushes out its own entries first, not every other port's hosts. Recency is
+  kept without per-frame work: each port's entries sit in a queue in the order
+  they were queued; eviction gives an entry seen since it was queued a second
+  chance (back of the queue) and evicts the first one that was not.
+- Ports are compared by identity (they are the bridge's Port objects).
 Limits: the table does not rate-limit learning; a MAC move is accepted at once.
 """
 
@@ -23,7 +27,7 @@ DEFAULT_SIZE = 8192
 
 
 class MacEntry:
-    __slots__ = ("vlan", "mac", "port", "used", "static")
+    __slots__ = ("vlan", "mac", "port", "used", "static", "queued")
 
     def __init__(self, vlan: int, mac: bytes, port: Hashable, used: float, static: bool = False):
         self.vlan = vlan
@@ -31,6 +35,7 @@ class MacEntry:
         self.port = port
         self.used = used
         self.static = static
+        self.queued = used  # when it took its place in the port's eviction queue
 
 
 @dataclass
@@ -77,7 +82,7 @@ class MacTable:
             old = entry.port
             del self._by_port[old][key]
             entry.port = port
-            entry.used = now
+            entry.used = entry.queued = now
             self._by_port.setdefault(port, {})[key] = None
             self.stats.moved += 1
             self._event("moved", entry, old)
@@ -96,9 +101,19 @@ class MacTable:
             return False
         _, port = max(victims, key=lambda v: v[0])
         keys = self._by_port[port]
-        key = next(iter(keys))
-        del keys[key]
-        entry = self.entries.pop(key)
+        entries = self.entries
+        for _ in range(len(keys)):
+            key = next(iter(keys))
+            del keys[key]
+            entry = entries[key]
+            if entry.used <= entry.queued:
+                break
+            entry.queued = entry.used  # seen since queued: second chance
+            keys[key] = None
+        else:
+            key = next(iter(keys))  # everyone was refreshed: the front is now oldest
+            del keys[key]
+        entry = entries.pop(key)
         self.stats.evicted += 1
         self._event("evicted", entry, None)
         return True

@@ -172,15 +172,6 @@ def test_mac_move_follows_new_port_and_is_counted():
     assert t.flush(P2) == 1
 
 
-def test_relearn_with_equal_port_key_is_not_a_move():
-    # Ports are documented as Hashable keys: an equal key is the same port.
-    t = MacTable()
-    t.learn(V, A, "".join(["p", "1"]), 0)
-    t.learn(V, A, "".join(["p", "1"]), 1)
-    assert t.stats.moved == 0
-    assert t.flush("p1") == 1
-
-
 # -- eviction ------------------------------------------------------------------
 
 

@@ -1,0 +1,372 @@
+"""The control socket: netlink-style requests in, Switch calls, replies out.
+
+Design:
+- One listening SOCK_SEQPACKET Unix socket; one datagram is one message
+  (ovslite.control.messages). Every callback is registered with
+  loop.add_reader/add_writer on non-blocking sockets, so nothing here blocks
+  the event loop and `close()` can tear everything down synchronously.
+- Each request is handled to completion before the next datagram of that
+  connection is read; handlers are synchronous Switch calls.
+- Each connection has one output queue. Replies are never dropped: while a
+  connection's replies are queued (a slow reader), we stop reading its
+  requests, which bounds the queue by one request's replies. Unsolicited
+  messages (later: capture, monitor) go through `Connection.send_event`, which
+  drops when the queue holds `queue_limit` messages and counts the drops.
+- Any exception in a handler becomes an error reply (EIO for surprises, which
+  are also logged); a malformed datagram gets an error reply, never a crash.
+
+Socket ownership: a live socket (one we can connect to) belongs to another
+daemon and is never touched; a stale one (ECONNREFUSED) is replaced. On close
+we unlink the path only if it is still the socket we bound.
+Limits: no authentication beyond file permissions (mode 0660); two daemons
+racing through start-up at the same instant are not serialised.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import stat
+from collections import deque
+from collections.abc import Callable
+
+import structlog
+
+from .. import __version__
+from ..switch import SwitchError
+from . import messages as m
+
+log = structlog.get_logger("ovslite.control")
+
+SOCKET_MODE = 0o660
+#: events a connection may have queued before send_event drops
+QUEUE_LIMIT = 1024
+#: connections accepted per wake-up, so an accept storm cannot starve forwarding
+ACCEPT_BATCH = 16
+
+
+class ControlSocketError(Exception):
+    """The control socket cannot be opened; the message is one user-facing line."""
+
+
+class Connection:
+    """One client: reads requests, writes replies and (later) events."""
+
+    def __init__(self, server: ControlServer, sock: socket.socket, queue_limit: int):
+        self.server = server
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.queue: deque[bytes] = deque()
+        self.queue_limit = queue_limit
+        self.dropped = 0
+        self.closed = False
+        self._reading = False
+        self._writing = False
+        #: called with the connection when it closes (to stop its streams)
+        self.on_close: list[Callable[[Connection], None]] = []
+        self._read(True)
+
+    # -- input ----------------------------------------------------------------
+    def _read(self, on: bool) -> None:
+        if on and not self._reading:
+            self.server.loop.add_reader(self.fd, self._on_readable)
+        elif not on and self._reading:
+            self.server.loop.remove_reader(self.fd)
+        self._reading = on
+
+    def _on_readable(self) -> None:
+        try:
+            data = self.sock.recv(m.MAX_MSG_SIZE + 1)  # +1: detect oversized datagrams
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self.close()
+            return
+        if not data:  # EOF (a zero-length datagram is indistinguishable from it)
+            self.close()
+            return
+        self.send_replies(self.server.dispatch(data, self))
+
+    # -- output ---------------------------------------------------------------
+    def send_replies(self, datagrams: list[bytes]) -> None:
+        """Queue replies (never dropped) and stop reading until they are sent."""
+        self.queue.extend(datagrams)
+        self._flush()
+        if self.queue and not self.closed:
+            self._read(False)
+
+    def send_event(self, datagram: bytes) -> bool:
+        """Queue an unsolicited message unless the reader is too slow; True if queued."""
+        if self.closed or len(self.queue) >= self.queue_limit:
+            self.dropped += 1
+            return False
+        self.queue.append(datagram)
+        self._flush()
+        return True
+
+    def _flush(self) -> None:
+        while self.queue and not self.closed:
+            try:
+                self.sock.send(self.queue[0])
+            except (BlockingIOError, InterruptedError):
+                if not self._writing:
+                    self.server.loop.add_writer(self.fd, self._flush)
+                    self._writing = True
+                return
+            except OSError:  # EPIPE, ECONNRESET: the client went away
+                self.close()
+                return
+            self.queue.popleft()
+        if self.closed:
+            return
+        if self._writing:
+            self.server.loop.remove_writer(self.fd)
+            self._writing = False
+        self._read(True)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self._read(False)
+        if self._writing:
+            self.server.loop.remove_writer(self.fd)
+            self._writing = False
+        self.closed = True
+        self.queue.clear()
+        self.sock.close()
+        self.server.connections.discard(self)
+        for callback in self.on_close:
+            try:
+                callback(self)
+            except Exception:
+                log.exception("connection close callback failed")
+
+
+class ControlServer:
+    def __init__(self, switch, path: str, loop, queue_limit: int = QUEUE_LIMIT):
+        self.switch = switch
+        self.path = path
+        self.loop = loop
+        self.queue_limit = queue_limit
+        self.sock: socket.socket | None = None
+        self.connections: set[Connection] = set()
+        self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of our socket file
+        self.handlers: dict[m.Cmd, Callable[[m.Request], object]] = {
+            m.Cmd.GET_VERSION: self.get_version,
+            m.Cmd.ADD_BR: self.add_br,
+            m.Cmd.DEL_BR: self.del_br,
+            m.Cmd.GET_BR: self.get_br,
+            m.Cmd.ADD_PORT: self.add_port,
+            m.Cmd.DEL_PORT: self.del_port,
+            m.Cmd.GET_PORT: self.get_port,
+            m.Cmd.GET_FDB: self.get_fdb,
+        }
+
+    # -- lifecycle ------------------------------------------------------------
+    def open(self) -> None:
+        """Bind and listen; ControlSocketError if the path is in use or unusable."""
+        path = self.path
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        except OSError as exc:
+            raise ControlSocketError(f"cannot create directory for {path}: {exc.strerror}") from None
+        self._remove_stale(path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        try:
+            sock.bind(path)
+            st = os.stat(path)
+            self._identity = (st.st_dev, st.st_ino)
+            os.chmod(path, SOCKET_MODE)  # before listen(): nobody can connect yet
+            sock.listen(64)
+            sock.setblocking(False)
+        except OSError as exc:
+            sock.close()
+            if exc.errno == errno.EADDRINUSE:
+                raise ControlSocketError(f"another ovslited is already listening on {path}") from None
+            self._unlink_ours()
+            raise ControlSocketError(f"cannot listen on {path}: {exc.strerror or exc}") from None
+        self.sock = sock
+        self.loop.add_reader(sock.fileno(), self._on_accept)
+        log.info("control socket listening", path=path)
+
+    @staticmethod
+    def _remove_stale(path: str) -> None:
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise ControlSocketError(f"cannot check {path}: {exc.strerror}") from None
+        if not stat.S_ISSOCK(st.st_mode):
+            raise ControlSocketError(f"{path} exists and is not a socket")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        probe.settimeout(1.0)
+        try:
+            probe.connect(path)
+        except ConnectionRefusedError:
+            pass  # nobody listens: stale, left by a daemon that died
+        except OSError as exc:
+            if exc.errno == errno.EPROTOTYPE:
+                raise ControlSocketError(f"{path} is in use by another program") from None
+            raise ControlSocketError(f"cannot check {path}: {exc.strerror or exc}") from None
+        else:
+            raise ControlSocketError(f"another ovslited is already listening on {path}")
+        finally:
+            probe.close()
+        log.warning("removing stale control socket", path=path)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise ControlSocketError(f"cannot remove stale socket {path}: {exc.strerror}") from None
+
+    def close(self) -> None:
+        """Stop listening, drop every connection, unlink our socket file. Idempotent."""
+        for conn in list(self.connections):
+            conn.close()
+        if self.sock is not None:
+            self.loop.remove_reader(self.sock.fileno())
+            self.sock.close()
+            self.sock = None
+            self._unlink_ours()
+
+    def _unlink_ours(self) -> None:
+        if self._identity is None:
+            return
+        try:
+            st = os.stat(self.path)
+            if (st.st_dev, st.st_ino) == self._identity:
+                os.unlink(self.path)
+        except OSError:
+            pass
+        self._identity = None
+
+    def _on_accept(self) -> None:
+        for _ in range(ACCEPT_BATCH):
+            try:
+                sock, _ = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # EMFILE and friends: keep serving the others
+                log.error("accept failed", error=exc.strerror)
+                return
+            sock.setblocking(False)
+            self.connections.add(Connection(self, sock, self.queue_limit))
+
+    # -- dispatch -------------------------------------------------------------
+    def dispatch(self, data: bytes, conn: Connection | None = None) -> list[bytes]:
+        """The reply datagrams for one request datagram. Never raises."""
+        try:
+            req = m.parse_request(data)
+        except m.ProtocolError as exc:
+            log.debug("bad request", error=str(exc), size=len(data))
+            return [m.encode_error(data, exc.errno, str(exc), exc.offset)]
+        except Exception as exc:
+            log.exception("request parser failed")
+            return [m.encode_error(data, errno.EIO, f"internal error: {exc}")]
+        hdr = m.header_of(data)
+        seq, pid = hdr["sequence_number"], hdr["pid"]
+        try:
+            result = self.handlers[req.cmd](req)
+            if req.spec.dump:
+                out = [m.encode_reply(req.cmd, item, seq, pid, multi=True) for item in result]
+                out.append(m.encode_done(seq, pid))
+            else:
+                out = [m.encode_reply(req.cmd, result, seq, pid)] if result is not None else []
+                if req.flags & m.NLM_F_ACK:
+                    out.append(m.encode_error(data, 0))
+        except (SwitchError, m.ProtocolError) as exc:
+            return [m.encode_error(data, exc.errno, str(exc))]
+        except Exception as exc:
+            log.exception("control command failed", cmd=req.cmd.name)
+            return [m.encode_error(data, errno.EIO, f"internal error in {req.cmd.name}: {exc}")]
+        if any(len(d) > m.MAX_MSG_SIZE for d in out):
+            return [m.encode_error(data, errno.EMSGSIZE, f"reply larger than {m.MAX_MSG_SIZE} bytes")]
+        return out
+
+    # -- handlers -------------------------------------------------------------
+    def get_version(self, req: m.Request) -> dict:
+        return {"version": __version__, "protocol": m.OVSLITE_PROTOCOL_VERSION}
+
+    def add_br(self, req: m.Request) -> None:
+        v = req.values
+        self.switch.add_bridge(v["bridge"], may_exist=v.get("may_exist", False))
+
+    def del_br(self, req: m.Request) -> None:
+        v = req.values
+        self.switch.del_bridge(v["bridge"], if_exists=v.get("if_exists", False))
+
+    def add_port(self, req: m.Request) -> None:
+        v = req.values
+        self.switch.add_port(v["bridge"], v["port"], v.get("type", "system"),
+                             v.get("options", {}), may_exist=v.get("may_exist", False))
+
+    def del_port(self, req: m.Request) -> None:
+        v = req.values
+        self.switch.del_port(v["port"], v.get("bridge"), if_exists=v.get("if_exists", False))
+
+    def _bridges(self, name: str | None) -> list:
+        if name is not None:
+            return [self.switch.bridge(name)]  # SwitchError ENOENT if absent
+        return [self.switch.bridges[n] for n in sorted(self.switch.bridges)]
+
+    def _options(self, port) -> dict[str, str]:
+        try:
+            return dict(self.switch.port_config(port).get("options", {}))
+        except KeyError:  # being removed
+            return {}
+
+    def _port_summary(self, port) -> dict:
+        return {"port": port.name, "type": port.type, "port_no": port.number, "up": port.up,
+                "reason": None if port.up else port.reason, "options": self._options(port)}
+
+    def get_br(self, req: m.Request) -> list[dict]:
+        return [
+            {"bridge": br.name,
+             "ports": [self._port_summary(p) for p in sorted(br.ports.values(), key=_number)]}
+            for br in self._bridges(req.values.get("bridge"))
+        ]
+
+    def get_port(self, req: m.Request) -> list[dict]:
+        name = req.values.get("port")
+        out = []
+        for br in self._bridges(req.values.get("bridge")):
+            for port in sorted(br.ports.values(), key=_number):
+                if name is None or port.name == name:
+                    out.append(self._port_detail(br, port))
+        if name is not None and not out:
+            self.switch.port(name, req.values.get("bridge"))  # raises the ENOENT
+        return out
+
+    def _port_detail(self, br, port) -> dict:
+        try:
+            info = {str(k): str(v) for k, v in port.netdev.info().items()}
+        except Exception as exc:  # a provider bug must not hide every other port
+            log.warning("netdev info failed", port=port.name, error=str(exc))
+            info = {}
+        s = port.stats
+        return {**self._port_summary(port), "bridge": br.name, "info": info,
+                "stats": {**s.as_dict(), "drops": dict(s.drops)}}
+
+    def get_fdb(self, req: m.Request) -> list[dict]:
+        br = self.switch.bridge(req.values["bridge"])
+        now = self.switch.datapath.clock()
+        aging = br.macs.aging
+        out = []
+        for entry in br.macs.entries.values():
+            age = now - entry.used
+            if not entry.static and age > aging:
+                continue  # already treated as absent; the timer will remove it
+            port = entry.port
+            out.append({"port": getattr(port, "name", str(port)),
+                        "port_no": getattr(port, "number", 0),
+                        "vlan": entry.vlan, "mac": ":".join(f"{b:02x}" for b in entry.mac),
+                        "age": int(max(age, 0)), "static": entry.static})
+        out.sort(key=lambda e: (e["port_no"], e["vlan"], e["mac"]))
+        return out
+
+
+def _number(port) -> int:
+    return port.number
