@@ -40,7 +40,7 @@ def _l4(proto: int, payload: bytes, src: str, dst: str) -> str:
         flags = ""
         if proto == 6 and len(payload) >= 14:
             bits = payload[13]
-            flags = " [" + "".join(c for c, b in zip("FSRPAU", range(6)) if bits >> b & 1) + "]"
+            flags = " [" + "".join(c for b, c in enumerate("FSRPAU") if bits >> b & 1) + "]"
         return f"{src}.{sport} > {dst}.{dport}: {name}{flags}"
     if proto in (1, 58) and payload:
         kinds = {0: "echo reply", 8: "echo request", 128: "echo request", 129: "echo reply"}
