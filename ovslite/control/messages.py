@@ -109,6 +109,22 @@ class ProtocolError(Exception):
 # Attribute numbers are positions in the nla_map tuples: never reorder, only append.
 
 
+class _Map:
+    """A map as a nest of ITEM nests, each holding a key and a value attribute."""
+
+    __slots__ = ()
+    item_attrs: tuple[str, str, str] = ("", "", "")  # item, key, value attribute names
+
+    def to_py(self) -> dict:
+        item, key, value = self.item_attrs
+        return {i.get_attr(key): i.get_attr(value) for i in self.get_attrs(item)}
+
+    @classmethod
+    def from_py(cls, value: dict) -> dict:
+        item, k, v = cls.item_attrs
+        return {"attrs": [(item, {"attrs": [(k, key), (v, val)]}) for key, val in value.items()]}
+
+
 class kv(nla):
     prefix = "OVSLITE_KV_ATTR_"
     nla_map = (
@@ -118,23 +134,13 @@ class kv(nla):
     )
 
 
-class kvlist(nla):
-    """A string -> string map: one nested OVSLITE_KVLIST_ATTR_ITEM per pair."""
+class kvlist(_Map, nla):
+    """string -> string (options, info)."""
 
     prefix = "OVSLITE_KVLIST_ATTR_"
     nla_map = (("OVSLITE_KVLIST_ATTR_UNSPEC", "none"), ("OVSLITE_KVLIST_ATTR_ITEM", "kv|nested"))
     kv = kv
-
-    def to_py(self) -> dict[str, str]:
-        return {i.get_attr("KEY"): i.get_attr("VALUE") for i in self.get_attrs("ITEM")}
-
-    @staticmethod
-    def from_py(value: dict[str, str]) -> dict:
-        return {"attrs": [
-            ("OVSLITE_KVLIST_ATTR_ITEM",
-             {"attrs": [("OVSLITE_KV_ATTR_KEY", str(k)), ("OVSLITE_KV_ATTR_VALUE", str(v))]})
-            for k, v in value.items()
-        ]}
+    item_attrs = ("OVSLITE_KVLIST_ATTR_ITEM", "OVSLITE_KV_ATTR_KEY", "OVSLITE_KV_ATTR_VALUE")
 
 
 class counter(nla):
@@ -146,26 +152,13 @@ class counter(nla):
     )
 
 
-class counters(nla):
-    """A name -> u64 map (drop reasons): one nested OVSLITE_COUNTERS_ATTR_ITEM each."""
+class counters(_Map, nla):
+    """name -> u64 (drop reasons)."""
 
     prefix = "OVSLITE_COUNTERS_ATTR_"
-    nla_map = (
-        ("OVSLITE_COUNTERS_ATTR_UNSPEC", "none"),
-        ("OVSLITE_COUNTERS_ATTR_ITEM", "counter|nested"),
-    )
+    nla_map = (("OVSLITE_COUNTERS_ATTR_UNSPEC", "none"), ("OVSLITE_COUNTERS_ATTR_ITEM", "counter|nested"))
     counter = counter
-
-    def to_py(self) -> dict[str, int]:
-        return {i.get_attr("NAME"): i.get_attr("VALUE") for i in self.get_attrs("ITEM")}
-
-    @staticmethod
-    def from_py(value: dict[str, int]) -> dict:
-        return {"attrs": [
-            ("OVSLITE_COUNTERS_ATTR_ITEM",
-             {"attrs": [("OVSLITE_COUNTER_ATTR_NAME", k), ("OVSLITE_COUNTER_ATTR_VALUE", int(v))]})
-            for k, v in value.items()
-        ]}
+    item_attrs = ("OVSLITE_COUNTERS_ATTR_ITEM", "OVSLITE_COUNTER_ATTR_NAME", "OVSLITE_COUNTER_ATTR_VALUE")
 
 
 STAT_NAMES = ("rx_packets", "rx_bytes", "rx_dropped", "rx_errors",
@@ -235,9 +228,6 @@ class ovslite_object(_Space, nla):
 
     prefix = "OVSLITE_ATTR_"
     nla_map = ATTRS
-
-    def to_py(self) -> dict:
-        return attrs_to_py(self)
 
 
 class portlist(nla):
@@ -450,7 +440,10 @@ def encode_reply(cmd: int, values: dict, seq: int, pid: int = 0, multi: bool = F
     msg["attrs"] = py_to_attrs(values)
     msg["header"].update(type=OVSLITE_FAMILY, flags=NLM_F_MULTI if multi else 0,
                          sequence_number=seq, pid=pid)
-    msg.encode()
+    try:
+        msg.encode()
+    except struct.error:  # a nest longer than an attribute's u16 length can say
+        raise ProtocolError(errno.EMSGSIZE, f"reply larger than {MAX_MSG_SIZE} bytes") from None
     return bytes(msg.data)
 
 

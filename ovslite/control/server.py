@@ -5,13 +5,17 @@ Design:
   (ovslite.control.messages). Every callback is registered with
   loop.add_reader/add_writer on non-blocking sockets, so nothing here blocks
   the event loop and `close()` can tear everything down synchronously.
-- Each request is handled to completion before the next datagram of that
-  connection is read; handlers are synchronous Switch calls.
+- A request is handled to completion before the next datagram of that
+  connection is read; handlers are synchronous Switch calls that take a
+  snapshot (a list of plain dicts for a dump).
+- Encoding is the slow part (pyroute2: ~0.1 ms per message), so a dump is
+  encoded lazily: at most FLUSH_BUDGET messages per loop pass and only as
+  fast as the client reads, and forwarding runs in between.
 - Each connection has one output queue. Replies are never dropped: while a
-  connection's replies are queued (a slow reader), we stop reading its
-  requests, which bounds the queue by one request's replies. Unsolicited
-  messages (later: capture, monitor) go through `Connection.send_event`, which
-  drops when the queue holds `queue_limit` messages and counts the drops.
+  connection has replies pending (a slow reader), we stop reading its
+  requests. Unsolicited messages (later: capture, monitor) go through
+  `Connection.send_event`, which drops when `queue_limit` messages are queued
+  and counts the drops.
 - Any exception in a handler becomes an error reply (EIO for surprises, which
   are also logged); a malformed datagram gets an error reply, never a crash.
 
@@ -29,7 +33,7 @@ import os
 import socket
 import stat
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 
 import structlog
 
@@ -44,6 +48,8 @@ SOCKET_MODE = 0o660
 QUEUE_LIMIT = 1024
 #: connections accepted per wake-up, so an accept storm cannot starve forwarding
 ACCEPT_BATCH = 16
+#: reply messages encoded per loop pass and connection (each is ~0.1-0.5 ms)
+FLUSH_BUDGET = 32
 
 
 class ControlSocketError(Exception):
@@ -58,6 +64,7 @@ class Connection:
         self.sock = sock
         self.fd = sock.fileno()
         self.queue: deque[bytes] = deque()
+        self.pending: Iterator[bytes] | None = None  # replies not yet encoded
         self.queue_limit = queue_limit
         self.dropped = 0
         self.closed = False
@@ -89,11 +96,11 @@ class Connection:
         self.send_replies(self.server.dispatch(data, self))
 
     # -- output ---------------------------------------------------------------
-    def send_replies(self, datagrams: list[bytes]) -> None:
-        """Queue replies (never dropped) and stop reading until they are sent."""
-        self.queue.extend(datagrams)
+    def send_replies(self, datagrams: Iterable[bytes]) -> None:
+        """Send replies (never dropped; encoded lazily) and read no request until done."""
+        self.pending = iter(datagrams)
         self._flush()
-        if self.queue and not self.closed:
+        if (self.queue or self.pending) and not self.closed:
             self._read(False)
 
     def send_event(self, datagram: bytes) -> bool:
@@ -106,13 +113,24 @@ class Connection:
         return True
 
     def _flush(self) -> None:
-        while self.queue and not self.closed:
+        budget = FLUSH_BUDGET
+        while not self.closed:
+            if not self.queue:
+                if self.pending is None:
+                    break
+                if budget == 0:  # let the loop run; the writable fd calls us back
+                    self._want_writable()
+                    return
+                budget -= 1
+                datagram = next(self.pending, None)
+                if datagram is None:
+                    self.pending = None
+                    continue
+                self.queue.append(datagram)
             try:
                 self.sock.send(self.queue[0])
             except (BlockingIOError, InterruptedError):
-                if not self._writing:
-                    self.server.loop.add_writer(self.fd, self._flush)
-                    self._writing = True
+                self._want_writable()
                 return
             except OSError:  # EPIPE, ECONNRESET: the client went away
                 self.close()
@@ -125,6 +143,11 @@ class Connection:
             self._writing = False
         self._read(True)
 
+    def _want_writable(self) -> None:
+        if not self._writing:
+            self.server.loop.add_writer(self.fd, self._flush)
+            self._writing = True
+
     def close(self) -> None:
         if self.closed:
             return
@@ -134,6 +157,7 @@ class Connection:
             self._writing = False
         self.closed = True
         self.queue.clear()
+        self.pending = None
         self.sock.close()
         self.server.connections.discard(self)
         for callback in self.on_close:
@@ -206,6 +230,8 @@ class ControlServer:
             probe.connect(path)
         except ConnectionRefusedError:
             pass  # nobody listens: stale, left by a daemon that died
+        except (TimeoutError, BlockingIOError):  # a full backlog: alive, just busy
+            raise ControlSocketError(f"another ovslited is already listening on {path}") from None
         except OSError as exc:
             if exc.errno == errno.EPROTOTYPE:
                 raise ControlSocketError(f"{path} is in use by another program") from None
@@ -256,35 +282,56 @@ class ControlServer:
             self.connections.add(Connection(self, sock, self.queue_limit))
 
     # -- dispatch -------------------------------------------------------------
-    def dispatch(self, data: bytes, conn: Connection | None = None) -> list[bytes]:
-        """The reply datagrams for one request datagram. Never raises."""
+    def dispatch(self, data: bytes, conn: Connection | None = None) -> Iterable[bytes]:
+        """The reply datagrams for one request datagram, lazily for a dump. Never raises.
+
+        `conn` is the requesting connection, for commands that stream to it later.
+        """
         try:
             req = m.parse_request(data)
         except m.ProtocolError as exc:
             log.debug("bad request", error=str(exc), size=len(data))
             return [m.encode_error(data, exc.errno, str(exc), exc.offset)]
         except Exception as exc:
-            log.exception("request parser failed")
+            log.error("request parser failed", error=repr(exc), exc_info=exc)
             return [m.encode_error(data, errno.EIO, f"internal error: {exc}")]
         hdr = m.header_of(data)
         seq, pid = hdr["sequence_number"], hdr["pid"]
         try:
             result = self.handlers[req.cmd](req)
             if req.spec.dump:
-                out = [m.encode_reply(req.cmd, item, seq, pid, multi=True) for item in result]
-                out.append(m.encode_done(seq, pid))
-            else:
-                out = [m.encode_reply(req.cmd, result, seq, pid)] if result is not None else []
-                if req.flags & m.NLM_F_ACK:
-                    out.append(m.encode_error(data, 0))
-        except (SwitchError, m.ProtocolError) as exc:
-            return [m.encode_error(data, exc.errno, str(exc))]
+                return self._dump(data, req, result, seq, pid)
+            out = [self._encode(req, result, seq, pid, False)] if result is not None else []
+            if req.flags & m.NLM_F_ACK:
+                out.append(m.encode_error(data, 0))
+            return out
         except Exception as exc:
-            log.exception("control command failed", cmd=req.cmd.name)
-            return [m.encode_error(data, errno.EIO, f"internal error in {req.cmd.name}: {exc}")]
-        if any(len(d) > m.MAX_MSG_SIZE for d in out):
-            return [m.encode_error(data, errno.EMSGSIZE, f"reply larger than {m.MAX_MSG_SIZE} bytes")]
+            return [self._error(data, req, exc)]
+
+    def _dump(self, data, req, items, seq, pid) -> Iterator[bytes]:
+        """One NLM_F_MULTI message per item, then NLMSG_DONE; NLMSG_ERROR ends a failed dump."""
+        for item in items:
+            try:
+                out = self._encode(req, item, seq, pid, True)
+            except Exception as exc:
+                yield self._error(data, req, exc)
+                return
+            yield out
+        yield m.encode_done(seq, pid)
+
+    @staticmethod
+    def _encode(req, values, seq, pid, multi) -> bytes:
+        out = m.encode_reply(req.cmd, values, seq, pid, multi=multi)
+        if len(out) > m.MAX_MSG_SIZE:
+            raise m.ProtocolError(errno.EMSGSIZE, f"reply larger than {m.MAX_MSG_SIZE} bytes")
         return out
+
+    @staticmethod
+    def _error(data, req, exc) -> bytes:
+        if isinstance(exc, SwitchError | m.ProtocolError):
+            return m.encode_error(data, exc.errno, str(exc))
+        log.error("control command failed", cmd=req.cmd.name, error=repr(exc), exc_info=exc)
+        return m.encode_error(data, errno.EIO, f"internal error in {req.cmd.name}: {exc}")
 
     # -- handlers -------------------------------------------------------------
     def get_version(self, req: m.Request) -> dict:

@@ -1,0 +1,164 @@
+"""A blocking client for ovslited's control socket.
+
+One `Client` is one connection; requests are sent one at a time and each call
+reads replies until the ack, the error or NLMSG_DONE with that sequence
+number. Failures surface as ControlError subclasses carrying an errno and a
+one-line message, so a caller (the CLI) never needs to catch socket errors.
+
+Limits: not thread-safe; `timeout` bounds each wait for a datagram, not a
+whole dump.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+
+from ovslite.control import messages as m
+from ovslite.control.messages import Cmd
+
+DEFAULT_SOCKET = "/run/ovslite/ovslite.sock"
+
+
+def default_socket() -> str:
+    return os.environ.get("OVSLITE_SOCKET") or DEFAULT_SOCKET
+
+
+class ControlError(Exception):
+    """Base of every client failure: `errno` and a one-line message."""
+
+    def __init__(self, err: int, message: str):
+        super().__init__(message)
+        self.errno = err
+
+
+class ConnectError(ControlError):
+    """The daemon is not reachable."""
+
+
+class DaemonError(ControlError):
+    """The daemon refused the request (its errno and message)."""
+
+
+class Client:
+    def __init__(self, path: str | None = None, timeout: float | None = None):
+        self.path = path or default_socket()
+        self.timeout = timeout or None  # 0 means wait forever
+        self.sock: socket.socket | None = None
+        self.seq = 0
+
+    def connect(self) -> Client:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.path)
+        except OSError as exc:
+            sock.close()
+            hint = " (is ovslited running?)" if exc.errno in (errno.ENOENT, errno.ECONNREFUSED) else ""
+            reason = exc.strerror or str(exc)
+            raise ConnectError(exc.errno or errno.EIO,
+                               f"cannot connect to ovslited at {self.path}: {reason}{hint}") from None
+        self.sock = sock
+        return self
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+    def __enter__(self) -> Client:
+        return self.connect() if self.sock is None else self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- transport ------------------------------------------------------------
+    def request(self, cmd: Cmd, values: dict | None = None, dump: bool = False) -> list[dict]:
+        """Send one request; return the values of its reply messages ([] for an ack)."""
+        if self.sock is None:
+            self.connect()
+        self.seq += 1
+        data = m.encode_request(cmd, values, self.seq, dump)
+        try:
+            self.sock.send(data)
+        except OSError as exc:
+            raise self._transport_error(exc) from None
+        results = []
+        while True:
+            reply = self._receive()
+            if reply.seq != self.seq:
+                continue  # a stray reply to an earlier, abandoned request
+            if reply.kind == "error":
+                raise DaemonError(reply.errno, reply.message or os.strerror(reply.errno))
+            if reply.kind == "message":
+                results.append(reply.values)  # a single reply is followed by the ack
+            else:  # "ack" ends a command, "done" a dump
+                return results
+
+    def _receive(self) -> m.Reply:
+        try:
+            data = self.sock.recv(m.MAX_MSG_SIZE + 1)
+        except OSError as exc:
+            raise self._transport_error(exc) from None
+        if not data:
+            raise ControlError(errno.ECONNRESET, "ovslited closed the connection")
+        try:
+            return m.decode_reply(data)
+        except m.ProtocolError as exc:
+            raise ControlError(exc.errno, f"bad reply from ovslited: {exc}") from None
+
+    def _transport_error(self, exc: OSError) -> ControlError:
+        if isinstance(exc, TimeoutError):
+            return ControlError(errno.ETIMEDOUT, f"no reply from ovslited within {self.timeout:g} s")
+        return ControlError(exc.errno or errno.EIO, f"lost connection to ovslited: {exc.strerror or exc}")
+
+    # -- commands -------------------------------------------------------------
+    def version(self) -> dict:
+        replies = self.request(Cmd.GET_VERSION)
+        return replies[0] if replies else {}
+
+    def add_bridge(self, name: str, may_exist: bool = False) -> None:
+        self.request(Cmd.ADD_BR, {"bridge": name, "may_exist": may_exist})
+
+    def del_bridge(self, name: str, if_exists: bool = False) -> None:
+        self.request(Cmd.DEL_BR, {"bridge": name, "if_exists": if_exists})
+
+    def bridges(self, name: str | None = None) -> list[dict]:
+        """[{'name', 'ports': [{'name', 'type', 'number', 'up', 'reason', 'options'}]}]"""
+        return [
+            {"name": r.get("bridge", ""), "ports": [_port(p) for p in r.get("ports", [])]}
+            for r in self.request(Cmd.GET_BR, {"bridge": name}, dump=True)
+        ]
+
+    def add_port(self, bridge: str, name: str, type: str = "system",
+                 options: dict[str, str] | None = None, may_exist: bool = False) -> None:
+        self.request(Cmd.ADD_PORT, {"bridge": bridge, "port": name, "type": type,
+                                    "options": options or None, "may_exist": may_exist})
+
+    def del_port(self, name: str, bridge: str | None = None, if_exists: bool = False) -> None:
+        self.request(Cmd.DEL_PORT, {"bridge": bridge, "port": name, "if_exists": if_exists})
+
+    def ports(self, bridge: str | None = None, name: str | None = None) -> list[dict]:
+        """Ports with 'bridge', 'info' and 'stats' (counters and 'drops' by reason)."""
+        out = []
+        for r in self.request(Cmd.GET_PORT, {"bridge": bridge, "port": name}, dump=True):
+            port = _port(r)
+            port.update(bridge=r.get("bridge", ""), info=r.get("info", {}),
+                        stats=r.get("stats", {"drops": {}}))
+            out.append(port)
+        return out
+
+    def fdb(self, bridge: str) -> list[dict]:
+        """[{'port', 'port_no', 'vlan', 'mac', 'age', 'static'}]"""
+        return [
+            {"port": r.get("port", ""), "port_no": r.get("port_no", 0), "vlan": r.get("vlan", 0),
+             "mac": r.get("mac", ""), "age": r.get("age", 0), "static": bool(r.get("static"))}
+            for r in self.request(Cmd.GET_FDB, {"bridge": bridge}, dump=True)
+        ]
+
+
+def _port(r: dict) -> dict:
+    up = bool(r.get("up"))
+    return {"name": r.get("port", ""), "type": r.get("type", ""), "number": r.get("port_no", 0),
+            "up": up, "reason": "" if up else r.get("reason", ""), "options": r.get("options", {})}

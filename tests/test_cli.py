@@ -1,0 +1,328 @@
+"""ovslite-ctl: argument errors, unreachable daemon, and the commands against a server."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import os
+import shutil
+import socket
+import tempfile
+import threading
+
+import pytest
+import structlog
+import uvloop
+from click.testing import CliRunner
+
+from ovslite import netdev as netdevmod
+from ovslite.control.server import ControlServer
+from ovslite.datapath import Datapath
+from ovslite.db import ConfigDB
+from ovslite.netdev import Netdev, NetdevError, netdev_types, register
+from ovslite.switch import Switch
+from ovslite_ctl.cli import cli
+
+TYPE = "test-cli"
+
+
+class FakeNetdev(Netdev):
+    type = TYPE
+    options = frozenset({"peer"})
+
+    def open(self):
+        if self.name.startswith("missing"):
+            raise NetdevError(f"interface {self.name!r} does not exist", errno.ENODEV)
+
+    def close(self):
+        pass
+
+    def fileno(self):
+        return None
+
+    def recv_batch(self, limit):
+        return []
+
+    def send_batch(self, packets):
+        return len(packets)
+
+
+class FakeInternal(FakeNetdev):
+    type = "internal"
+
+
+if TYPE not in netdev_types():
+    register(FakeNetdev)
+
+
+def run(*args, env=None):
+    return CliRunner().invoke(cli, list(args), env=env)
+
+
+def one_line_error(result, code: int, text: str = "") -> str:
+    assert result.exit_code == code, (result.exit_code, result.output)
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ovslite-ctl: "), result.stderr
+    assert text in lines[0], lines[0]
+    assert result.stdout == ""
+    return lines[0]
+
+
+@pytest.fixture
+def nowhere(tmp_path):
+    return ["--socket", str(tmp_path / "absent.sock")]
+
+
+# -- usage errors (exit 2), checked before connecting -----------------------------------
+
+
+@pytest.mark.parametrize("args,text", [
+    ([], "missing command name"),
+    (["frobnicate"], "No such command"),
+    (["add-br"], "add-br: Missing argument"),
+    (["add-br", "b" * 16], "longer than 15 bytes"),
+    (["add-br", "a/b"], "contains '/'"),
+    (["add-br", "a b"], "contains ' '"),
+    (["add-br", ""], "empty"),
+    (["del-br", "x:y"], "contains ':'"),
+    (["add-port", "br0", "p" * 20], "invalid port name"),
+    (["add-port", "br0", "p1", "-o", "novalue"], "invalid option 'novalue': expected key=value"),
+    (["add-port", "br0", "p1", "-o", "=v"], "expected key=value"),
+    (["add-port", "br0", "p1", "-o", "a=1", "--option", "a=2"], "option 'a' given more than once"),
+    (["del-port", "a", "b", "c"], "expected [BRIDGE] IFACE"),
+    (["del-port"], "Missing argument"),
+    (["--may-exist", "del-br", "br0"], "'del-br' command has no '--may-exist' option"),
+    (["--if-exists", "add-br", "br0"], "'add-br' command has no '--if-exists' option"),
+    (["--format", "xml", "list-br"], "'xml' is not one of"),
+    (["--timeout", "-1", "list-br"], "--timeout"),
+    (["list-ports", "b" * 16], "invalid bridge name"),
+    (["fdb-show"], "Missing argument"),
+])
+def test_usage_errors(nowhere, args, text):
+    one_line_error(run(*nowhere, *args), 2, text)
+
+
+def test_help_and_version():
+    r = run("--help")
+    assert r.exit_code == 0 and "add-port" in r.stdout and "Exit status" in r.stdout
+    r = run("add-port", "--help")
+    assert r.exit_code == 0 and "KEY=VALUE" in r.stdout
+    r = run("--version")
+    assert r.exit_code == 0 and r.stdout.startswith("ovslite-ctl ")
+
+
+# -- daemon not reachable (exit 1) ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("args", [["list-br"], ["add-br", "br0"], ["show"], ["del-port", "p1"]])
+def test_daemon_not_running(tmp_path, args):
+    path = str(tmp_path / "absent.sock")
+    line = one_line_error(run("--socket", path, *args), 1, f"cannot connect to ovslited at {path}")
+    assert "No such file or directory" in line and "is ovslited running?" in line
+
+
+def test_stale_socket_is_connection_refused():
+    d = tempfile.mkdtemp(prefix="ovsl-", dir="/tmp")
+    try:
+        path = os.path.join(d, "ctl.sock")
+        dead = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        dead.bind(path)
+        dead.close()
+        one_line_error(run("--socket", path, "list-br"), 1, "Connection refused")
+        # and the socket comes from OVSLITE_SOCKET when --socket is not given
+        one_line_error(run("list-br", env={"OVSLITE_SOCKET": path}), 1, path)
+    finally:
+        shutil.rmtree(d)
+
+
+def test_daemon_that_does_not_answer_times_out():
+    d = tempfile.mkdtemp(prefix="ovsl-", dir="/tmp")
+    mute = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        path = os.path.join(d, "ctl.sock")
+        mute.bind(path)
+        mute.listen(1)
+        one_line_error(run("--socket", path, "--timeout", "0.2", "list-br"), 1,
+                       "no reply from ovslited within 0.2 s")
+    finally:
+        mute.close()
+        shutil.rmtree(d)
+
+
+# -- against a running server -------------------------------------------------------------
+
+
+@pytest.fixture
+def server(tmp_path, monkeypatch):
+    """A ControlServer + Switch on a uvloop loop in a thread; yields the ctl runner."""
+    monkeypatch.setitem(netdevmod._CLASSES, "internal", FakeInternal)
+    d = tempfile.mkdtemp(prefix="ovsl-", dir="/tmp")
+    path = os.path.join(d, "ctl.sock")
+    loop = uvloop.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    def call(fn, *args):
+        async def go():
+            return fn(*args)
+        return asyncio.run_coroutine_threadsafe(go(), loop).result(10)
+
+    switch = Switch(ConfigDB(str(tmp_path / "conf.db")), Datapath(loop, clock=lambda: 50.0))
+    srv = ControlServer(switch, path, loop)
+    call(srv.open)
+    call(switch.load)
+
+    def ctl(*args, code=0):
+        result = run("--socket", path, *args)
+        assert result.exit_code == code, (args, result.output)
+        assert "Traceback" not in result.output
+        return result
+
+    ctl.switch, ctl.call = switch, call
+    # The server thread logs; keep that out of the CLI output CliRunner captures.
+    with structlog.testing.capture_logs():
+        yield ctl
+    call(srv.close)
+    call(switch.shutdown)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
+    loop.close()
+    shutil.rmtree(d)
+
+
+def test_bridge_and_port_lifecycle(server):
+    assert server("add-br", "br0").stdout == ""
+    server("add-br", "br1")
+    assert server("list-br").stdout == "br0\nbr1\n"
+    assert json.loads(server("--format", "json", "list-br").stdout) == ["br0", "br1"]
+    server("add-port", "br0", "p2", "--type", TYPE)
+    server("add-port", "br0", "p1", "--type", TYPE, "-o", "peer=x=y")
+    assert server("list-ports", "br0").stdout == "p1\np2\n"  # not the local port br0
+    assert server("list-ports", "br1").stdout == ""
+    assert server.switch.port_config(server.switch.port("p1"))["options"] == {"peer": "x=y"}
+    server("del-port", "br0", "p1")
+    server("del-port", "p2")
+    assert server("list-ports", "br0").stdout == ""
+    server("del-br", "br1")
+    assert server("list-br").stdout == "br0\n"
+
+
+def test_daemon_refusals_are_one_line_exit_1(server):
+    server("add-br", "br0")
+    server("add-port", "br0", "p1", "--type", TYPE)
+    cases = [
+        (["add-br", "br0"], "ovslite-ctl: bridge br0 already exists"),
+        (["del-br", "nope"], "ovslite-ctl: no bridge named nope"),
+        (["list-ports", "nope"], "no bridge named nope"),
+        (["fdb-show", "nope"], "no bridge named nope"),
+        (["dump-ports", "nope"], "no bridge named nope"),
+        (["add-port", "nope", "p2", "--type", TYPE], "no bridge named nope"),
+        (["add-port", "br0", "p1", "--type", TYPE], "already exists"),
+        (["add-port", "br0", "missing0", "--type", TYPE], "interface 'missing0' does not exist"),
+        (["add-port", "br0", "p3", "--type", "bogus"], "unknown port type 'bogus'"),
+        (["add-port", "br0", "p3", "--type", TYPE, "-o", "zap=1"], "has no option 'zap'"),
+        (["del-port", "p9"], "no port named p9"),
+        (["del-port", "nope", "p1"], "no port named p1 on bridge nope"),
+        (["del-port", "br0", "br0"], "local port"),
+        (["add-br", "p1"], "already a port"),
+    ]
+    for args, text in cases:
+        one_line_error(server(*args, code=1), 1, text)
+    assert server("list-br").stdout == "br0\n"
+
+
+def test_may_exist_and_if_exists_in_both_places(server):
+    server("add-br", "br0")
+    server("add-br", "br0", "--may-exist")
+    server("--may-exist", "add-br", "br0")
+    server("add-port", "br0", "p1", "--type", TYPE)
+    server("add-port", "--may-exist", "br0", "p1", "--type", TYPE)
+    server("--may-exist", "add-port", "br0", "p1", "--type", TYPE)
+    server("del-port", "--if-exists", "br0", "p9")
+    server("--if-exists", "del-port", "p9")
+    server("del-br", "--if-exists", "nope")
+    server("--if-exists", "del-br", "nope")
+    assert server("list-ports", "br0").stdout == "p1\n"
+
+
+def test_show(server):
+    server("add-br", "br0")
+    server("add-port", "br0", "p1", "--type", TYPE, "-o", "peer=x")
+    server("add-port", "br0", "p2", "--type", TYPE)
+    server.call(lambda: server.switch.set_state(server.switch.port("p2"), False, "no carrier"))
+    assert server("show").stdout == (
+        "Bridge br0\n"
+        "    Port br0\n"
+        "        type: internal\n"
+        "        state: up\n"
+        "    Port p1\n"
+        f"        type: {TYPE}\n"
+        "        state: up\n"
+        "        options: {peer=x}\n"
+        "    Port p2\n"
+        f"        type: {TYPE}\n"
+        "        state: down (no carrier)\n"
+        'ovslite_version: "0.1.0"\n'
+    )
+    doc = json.loads(server("--format", "json", "show").stdout)
+    (br,) = doc["bridges"]
+    assert br["name"] == "br0"
+    assert br["ports"][2] == {"name": "p2", "type": TYPE, "number": 3, "up": False,
+                              "reason": "no carrier", "options": {}}
+
+
+def test_fdb_show(server):
+    server("add-br", "br0")
+    server("add-port", "br0", "p1", "--type", TYPE)
+    server("add-port", "br0", "longportname1", "--type", TYPE)
+
+    def learn():
+        br = server.switch.bridge("br0")
+        br.macs.learn(0, bytes.fromhex("505400000001"), server.switch.port("p1"), 47.0)
+        br.macs.add_static(10, bytes.fromhex("505400000002"),
+                           server.switch.port("longportname1"), 1.0)
+
+    server.call(learn)
+    assert server("fdb-show", "br0").stdout == (
+        "          port  VLAN  MAC                Age\n"
+        "            p1     0  50:54:00:00:00:01    3\n"
+        " longportname1    10  50:54:00:00:00:02  static\n"
+    )
+    assert json.loads(server("--format", "json", "fdb-show", "br0").stdout) == [
+        {"port": "p1", "port_no": 2, "vlan": 0, "mac": "50:54:00:00:00:01", "age": 3,
+         "static": False},
+        {"port": "longportname1", "port_no": 3, "vlan": 10, "mac": "50:54:00:00:00:02",
+         "age": 49, "static": True},
+    ]
+
+
+def test_dump_ports(server):
+    server("add-br", "br0")
+    server("add-port", "br0", "p1", "--type", TYPE)
+
+    def count():
+        s = server.switch.port("p1").stats
+        s.rx_packets, s.rx_bytes, s.tx_packets, s.tx_bytes = 10, 1000, 8, 800
+        s.drop("runt", 2)
+        s.drop("tx-failed", 1, tx=True)
+
+    server.call(count)
+    assert server("dump-ports", "br0").stdout == (
+        "bridge br0: 2 ports\n"
+        "  port 1 (br0): rx pkts=0, bytes=0, drop=0, errs=0\n"
+        "                tx pkts=0, bytes=0, drop=0, errs=0\n"
+        "  port 2 (p1): rx pkts=10, bytes=1000, drop=2, errs=0\n"
+        "               tx pkts=8, bytes=800, drop=1, errs=0\n"
+        "               drops: runt=2, tx-failed=1\n"
+    )
+    ports = json.loads(server("--format", "json", "dump-ports", "br0").stdout)
+    assert ports[1]["name"] == "p1" and ports[1]["bridge"] == "br0"
+    assert ports[1]["stats"]["tx_dropped"] == 1 and ports[1]["stats"]["drops"]["runt"] == 2
+
+
+def test_version_command(server):
+    assert server("version").stdout == "ovslite-ctl 0.1.0\novslited 0.1.0 (protocol 1)\n"
+    assert json.loads(server("--format", "json", "version").stdout)["protocol"] == 1
