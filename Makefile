@@ -48,3 +48,33 @@ bench: install
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+
+# install-service: ovslite system-wide as a systemd service (docs/service.md): a venv
+# in SERVICE_VENV, ovslited and ovslite-ctl in /usr/local/bin, the unit, the group
+# `ovslite` whose members may use the control socket. WHEELS=DIR installs offline
+# from a directory of wheels instead of building this source tree.
+SERVICE_VENV ?= /opt/ovslite/venv
+UNIT_DIR ?= /etc/systemd/system
+BIN_DIR ?= /usr/local/bin
+.PHONY: install-service
+install-service:
+	@[ "$$(id -u)" = 0 ] || { echo "install-service: run as root"; exit 1; }
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+	  { echo "ovslite needs Python >= 3.11 (found $$($(PYTHON) --version))"; exit 1; }
+	@[ -x $(SERVICE_VENV)/bin/python ] || $(PYTHON) -m venv $(SERVICE_VENV) || \
+	  { echo "python3 -m venv failed: apt-get install python3-venv"; exit 1; }
+	$(SERVICE_VENV)/bin/python -m pip install -q \
+	  $(if $(WHEELS),--no-index --find-links $(WHEELS) --force-reinstall ovslite,.)
+	mkdir -p $(BIN_DIR) $(UNIT_DIR)
+	ln -sfn $(SERVICE_VENV)/bin/ovslited $(BIN_DIR)/ovslited
+	ln -sfn $(SERVICE_VENV)/bin/ovslite-ctl $(BIN_DIR)/ovslite-ctl
+	getent group ovslite >/dev/null || groupadd --system ovslite
+	sed 's|/opt/ovslite/venv|$(SERVICE_VENV)|g' systemd/ovslite.service > $(UNIT_DIR)/.ovslite.service.tmp
+	chmod 644 $(UNIT_DIR)/.ovslite.service.tmp
+	mv -f $(UNIT_DIR)/.ovslite.service.tmp $(UNIT_DIR)/ovslite.service
+	@if [ -d /run/systemd/system ]; then \
+	  systemctl daemon-reload && \
+	  echo "installed: systemctl enable --now ovslite (or systemctl restart ovslite after an upgrade)"; \
+	else \
+	  echo "systemd is not running here (PID 1 is $$(cat /proc/1/comm)): skipped systemctl daemon-reload"; \
+	fi

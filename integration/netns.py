@@ -92,7 +92,7 @@ class Host:
     as a `system` port.
     """
 
-    net: Network
+    net: Network = field(repr=False)
     name: str  # short role, e.g. "h1"
     ns: str
     ifname: str  # inside the namespace
@@ -152,15 +152,15 @@ class Capture:
 
     def wait_listening(self, timeout: float = 10) -> None:
         deadline = time.monotonic() + timeout
-        fd = self.proc.stderr
+        fd = self.proc.stderr.fileno()
         while time.monotonic() < deadline:
             ready, _, _ = select.select([fd], [], [], 0.2)
             if ready:
-                line = fd.readline()
-                if not line:
+                chunk = os.read(fd, 4096)
+                if not chunk:
                     break
-                self.stderr_head += line
-                if "listening on" in line:
+                self.stderr_head += chunk.decode(errors="replace")
+                if "listening on" in self.stderr_head:
                     return
             elif self.proc.poll() is not None:
                 break

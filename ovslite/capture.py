@@ -19,7 +19,7 @@ from .vnet import VNET_HDR_LEN
 
 DIRECTIONS = ("in", "out", "both")
 QUEUE_LIMIT = 4096
-SNAPLEN = 65535  # per frame, so a capture message stays within the socket limit
+SNAPLEN = 65000  # per frame, so one frame and its headers fit in a control message
 
 
 class Capture:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import grp
+import os
 import signal
 import sys
 
 import structlog
 
-from . import __version__
+from . import __version__, sdnotify
 from . import log as logmod
 from .control.server import ControlServer, ControlSocketError
 from .datapath import Datapath
@@ -19,6 +21,8 @@ from .switch import Switch
 DEFAULT_DB = "/var/lib/ovslite/conf.db"
 DEFAULT_SOCKET = "/run/ovslite/ovslite.sock"
 TIMER_INTERVAL = 1.0
+#: members of this group may use the control socket (mode 0660), if it exists
+SOCKET_GROUP = "ovslite"
 
 log = structlog.get_logger("ovslite.daemon")
 
@@ -38,6 +42,7 @@ class Daemon:
     def __init__(self, args: argparse.Namespace):
         self.args = args
         self.stopping: asyncio.Event | None = None
+        self._status_pending = False
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -46,6 +51,7 @@ class Daemon:
         switch = Switch(ConfigDB(self.args.db), datapath)
         server = ControlServer(switch, self.args.socket, loop)
         server.open()  # refuse early if another daemon owns the socket
+        _socket_group(self.args.socket)
         try:
             switch.load()
         except DatabaseError:
@@ -53,13 +59,27 @@ class Daemon:
             raise
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, self._reload, switch)
         timers = loop.create_task(self._timers(switch, datapath))
+        tasks = [timers]
+        interval = sdnotify.watchdog_interval()
+        if interval is not None:
+            tasks.append(loop.create_task(self._watchdog(interval)))
         log.info("started", db=self.args.db, socket=self.args.socket,
                  bridges=len(switch.bridges), ports=len(switch.ports))
+        sdnotify.ready(_status(switch))
+
+        def on_change(event: str, **_) -> None:
+            self._status_soon(switch)
+
+        switch.listeners.append(on_change)
         try:
             await self.stopping.wait()
         finally:
-            timers.cancel()
+            sdnotify.stopping("stopping")
+            switch.listeners.remove(on_change)
+            for task in tasks:
+                task.cancel()
             server.close()
             switch.shutdown()
             datapath.close()
@@ -70,6 +90,60 @@ class Daemon:
         while True:
             await asyncio.sleep(TIMER_INTERVAL)
             switch.run_timers(datapath.clock())
+
+    async def _watchdog(self, interval: float) -> None:
+        """WATCHDOG=1 from the event loop itself: if the loop hangs, systemd restarts us."""
+        while True:
+            sdnotify.watchdog()
+            await asyncio.sleep(interval)
+
+    def _status_soon(self, switch: Switch) -> None:
+        """Update STATUS= once per loop pass, however many changes a command made."""
+        if not self._status_pending:
+            self._status_pending = True
+            asyncio.get_running_loop().call_soon(self._send_status, switch)
+
+    def _send_status(self, switch: Switch) -> None:
+        self._status_pending = False
+        sdnotify.status(_status(switch))
+
+    def _reload(self, switch: Switch) -> None:
+        """SIGHUP: re-read the database and reconcile; a bad file changes nothing."""
+        sdnotify.reloading("reloading " + self.args.db)
+        try:
+            desired = switch.db.load()
+        except DatabaseError as exc:
+            log.error("reload refused, keeping the running configuration", error=str(exc))
+            sdnotify.ready(_status(switch) + "; reload refused: " + str(exc))
+            return
+        try:
+            switch.desired = desired
+            switch.reconcile()
+            log.info("reloaded", db=self.args.db, bridges=len(switch.bridges),
+                     ports=len(switch.ports))
+        except Exception:
+            log.exception("reload failed")
+        sdnotify.ready(_status(switch))  # the reload is over either way
+
+
+def _status(switch: Switch) -> str:
+    """STATUS= text: "2 bridges, 5 ports (1 down)"."""
+    down = sum(1 for port in switch.ports.values() if not port.up)
+    text = f"{len(switch.bridges)} bridges, {len(switch.ports)} ports"
+    return text + (f" ({down} down)" if down else "")
+
+
+def _socket_group(path: str) -> None:
+    """Give the control socket to group `ovslite`, if it exists (mode stays 0660)."""
+    try:
+        gid = grp.getgrnam(SOCKET_GROUP).gr_gid
+    except KeyError:
+        return
+    try:
+        os.chown(path, -1, gid)
+    except OSError as exc:
+        log.warning("cannot give the control socket to its group", group=SOCKET_GROUP,
+                    path=path, error=exc.strerror)
 
 
 def main(argv=None) -> int:

@@ -29,6 +29,16 @@ def record(ts: float, orig_len: int, data: bytes) -> bytes:
     return RECORD_HEADER.pack(sec, usec, len(data), orig_len) + data
 
 
+def iter_records(blob: bytes):
+    """(unix time, original length, data) for each record of a headerless pcap blob."""
+    offset, end = 0, len(blob)
+    while offset + RECORD_HEADER.size <= end:
+        sec, usec, caplen, orig_len = RECORD_HEADER.unpack_from(blob, offset)
+        offset += RECORD_HEADER.size
+        yield sec + usec / 1e6, orig_len, blob[offset : offset + caplen]
+        offset += caplen
+
+
 ETHERTYPES = {0x0800: "IPv4", 0x0806: "ARP", 0x86DD: "IPv6", 0x8100: "802.1Q", 0x88CC: "LLDP"}
 IP_PROTOS = {1: "ICMP", 6: "TCP", 17: "UDP", 58: "ICMP6"}
 

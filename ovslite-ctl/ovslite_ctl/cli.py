@@ -24,6 +24,7 @@ import click
 from ovslite import __version__
 from ovslite.names import check_ifname
 
+from .capture import run_capture
 from .client import DEFAULT_SOCKET, Client, ControlError
 
 PROG = "ovslite-ctl"
@@ -223,13 +224,30 @@ def list_br(ctl: Ctl):
 @click.option("--type", "type_", default="system", show_default=True, help="port type")
 @click.option("-o", "--option", "option", multiple=True, metavar="KEY=VALUE",
               help="type-specific option (repeatable)")
+@click.option("--peer", help="patch: the peer patch port (-o peer=NAME)")
+@click.option("--netns", help="internal: move the interface into this `ip netns` namespace")
+@click.option("--netns-pid", "netns_pid", type=click.IntRange(min=1),
+              help="internal: move the interface into this process's namespace")
+@click.option("--ifname", help="internal: name inside the namespace (e.g. eth0)")
+@click.option("--ip", help="internal: address to give it, as CIDR (e.g. 10.0.0.2/24)")
+@click.option("--gateway", help="internal: default route via this address")
 @click.option("--may-exist", is_flag=True, help="no error if IFACE is already a port of BRIDGE")
 @click.pass_obj
-def add_port(ctl: Ctl, bridge, iface, type_, option, may_exist):
-    """Add interface IFACE to BRIDGE as a port."""
+def add_port(ctl: Ctl, bridge, iface, type_, option, may_exist, **shortcuts):
+    """Add interface IFACE to BRIDGE as a port.
+
+    \b
+    Types: system (an existing interface), internal (created by ovslited),
+    tap (ovslited opens /dev/net/tun), patch (a cable to another bridge).
+    """
     _name(bridge, "bridge")
     _name(iface, "port")
     options = _options(option)
+    for key, value in shortcuts.items():
+        if value is not None:
+            if key in options:
+                raise click.UsageError(f"option {key!r} given more than once")
+            options[key] = str(value)
     with ctl.client() as c:
         c.add_port(bridge, iface, type_, options, may_exist or ctl.may_exist)
 
@@ -289,6 +307,26 @@ def dump_ports(ctl: Ctl, bridge):
     with ctl.client() as c:
         ports = c.ports(bridge)
     ctl.emit(ports, lambda d: render_dump_ports(bridge, d))
+
+
+@cli.command("capture")
+@click.argument("port")
+@click.option("-w", "write", metavar="FILE|-", help="write pcap to FILE, or to stdout with -")
+@click.option("-c", "count", type=click.IntRange(min=1), help="stop after COUNT frames")
+@click.option("--direction", type=click.Choice(["in", "out", "both"]), default="both",
+              show_default=True, help="frames the port receives, sends, or both")
+@click.pass_obj
+def capture(ctl: Ctl, port, write, count, direction):
+    """Capture the frames PORT receives and sends (any port type, patch too).
+
+    \b
+    ovslite-ctl capture patch-a                  one line per frame
+    ovslite-ctl capture patch-a -w - | tcpdump -nr -
+    """
+    _name(port, "port")
+    client = Client(ctl.socket, None)  # a capture waits for frames as long as it takes
+    with client:
+        run_capture(client, port, write, count, direction)
 
 
 @cli.command("version")

@@ -96,6 +96,25 @@ class Client:
             else:  # "ack" ends a command, "done" a dump
                 return results
 
+    def stream(self, cmd: Cmd, values: dict | None = None):
+        """Send a streaming request; yield each message's values until NLMSG_DONE."""
+        if self.sock is None:
+            self.connect()
+        self.seq += 1
+        try:
+            self.sock.send(m.encode_request(cmd, values, self.seq, dump=True))
+        except OSError as exc:
+            raise self._transport_error(exc) from None
+        while True:
+            reply = self._receive()
+            if reply.seq != self.seq:
+                continue
+            if reply.kind == "error":
+                raise DaemonError(reply.errno, reply.message or os.strerror(reply.errno))
+            if reply.kind != "message":
+                return
+            yield reply.values
+
     def _receive(self) -> m.Reply:
         try:
             data = self.sock.recv(m.MAX_MSG_SIZE + 1)

@@ -71,7 +71,7 @@ class Cmd(enum.IntEnum):
     FDB_ADD = 31  # reserved
     FDB_DEL = 32  # reserved
     FDB_FLUSH = 33  # reserved
-    CAPTURE = 40  # reserved
+    CAPTURE = 40
     MONITOR = 41  # reserved
     TRACE = 42  # reserved
 
@@ -81,6 +81,7 @@ class CommandSpec:
     required: tuple[str, ...] = ()
     optional: tuple[str, ...] = ()
     dump: bool = False  # replies are NLM_F_MULTI messages ended by NLMSG_DONE
+    stream: bool = False  # a dump that lasts: messages follow as events happen
 
 
 #: the commands this daemon implements; any other cmd is refused with EOPNOTSUPP
@@ -93,6 +94,7 @@ COMMANDS: dict[Cmd, CommandSpec] = {
     Cmd.DEL_PORT: CommandSpec(("port",), ("bridge", "if_exists")),
     Cmd.GET_PORT: CommandSpec((), ("bridge", "port"), dump=True),
     Cmd.GET_FDB: CommandSpec(("bridge",), (), dump=True),
+    Cmd.CAPTURE: CommandSpec(("port",), ("direction", "count"), dump=True, stream=True),
 }
 
 
@@ -211,6 +213,11 @@ ATTRS = (
     ("OVSLITE_ATTR_MAC", "l2addr"),         # 16
     ("OVSLITE_ATTR_AGE", "uint32"),         # 17 seconds since last seen
     ("OVSLITE_ATTR_STATIC", "flag"),        # 18
+    ("OVSLITE_ATTR_DIRECTION", "asciiz"),   # 19 capture: in, out or both
+    ("OVSLITE_ATTR_COUNT", "uint32"),       # 20 capture: frames wanted / captured
+    ("OVSLITE_ATTR_PCAP", "cdata"),         # 21 capture: libpcap records (no file header)
+    ("OVSLITE_ATTR_DROPPED", "uint64"),     # 22 capture: frames the capture lost
+    ("OVSLITE_ATTR_DIRECTIONS", "asciiz"),  # 23 capture: 'i' or 'o' per PCAP record
 )
 _ATTR_KIND = {name: kind.split("|")[0] for name, kind in ATTRS}
 
@@ -247,6 +254,7 @@ class portlist(nla):
 
 
 _Space.portlist = portlist
+
 
 
 class ovslitemsg(_Space, genlmsg):

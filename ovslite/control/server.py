@@ -40,6 +40,7 @@ import structlog
 from .. import __version__
 from ..switch import SwitchError
 from . import messages as m
+from .streams import CaptureStream
 
 log = structlog.get_logger("ovslite.control")
 
@@ -72,6 +73,8 @@ class Connection:
         self._writing = False
         #: called with the connection when it closes (to stop its streams)
         self.on_close: list[Callable[[Connection], None]] = []
+        #: called when everything queued has been sent (streams send more then)
+        self.on_drained: list[Callable[[], None]] = []
         self._read(True)
 
     # -- input ----------------------------------------------------------------
@@ -142,6 +145,8 @@ class Connection:
             self.server.loop.remove_writer(self.fd)
             self._writing = False
         self._read(True)
+        for callback in self.on_drained:
+            callback()
 
     def _want_writable(self) -> None:
         if not self._writing:
@@ -186,6 +191,8 @@ class ControlServer:
             m.Cmd.GET_PORT: self.get_port,
             m.Cmd.GET_FDB: self.get_fdb,
         }
+        #: commands whose replies stream: cmd -> class(server, conn, req, seq, pid)
+        self.streams = {m.Cmd.CAPTURE: CaptureStream}
 
     # -- lifecycle ------------------------------------------------------------
     def open(self) -> None:
@@ -298,6 +305,11 @@ class ControlServer:
         hdr = m.header_of(data)
         seq, pid = hdr["sequence_number"], hdr["pid"]
         try:
+            if req.spec.stream:
+                if conn is None:
+                    raise m.ProtocolError(errno.EOPNOTSUPP, f"{req.cmd.name} needs a connection")
+                self.streams[req.cmd](self, conn, req, seq, pid)
+                return []  # the stream sends its messages as they come
             result = self.handlers[req.cmd](req)
             if req.spec.dump:
                 return self._dump(data, req, result, seq, pid)
