@@ -1,0 +1,221 @@
+"""The cases: what each row of the report builds and measures.
+
+Design: a `Case` is a name, a group, a column label and a function that is
+given a fresh `Resources` (everything it makes is removed right after it,
+whatever happens), the run's `Settings` and a `step` callback for the
+progress line. It returns (metrics, notes). The runner calls cases one after
+another, never two at once: on two cores, overlapping cases would measure
+each other.
+
+Core cases (every switch, same two hosts): latency first, on an idle switch,
+then TCP with 1 and 4 streams, then the 64-byte flood, then peak RSS (the
+high-water mark after the heaviest load). Scaling cases vary one thing on
+ovslite: MACs in the fdb, ports on the bridge, bridges in a chain.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import measure
+from .resources import CommandError, Resources, run
+from .topo import build
+
+REPO = Path(__file__).resolve().parents[2]
+FILL_RATE = 50_000  # frames/s: well under what ovslite drains, so no MAC is lost
+CORE = ("linux", "ovs", "ovslite", "ovslite-patch", "ovslite-veth")
+FDB_SIZES = (1, 1_000, 100_000)
+PORT_COUNTS = (2, 16, 64)
+CHAIN_LENGTHS = (1, 2, 4, 8)
+
+RATE_KEYS = ("rate_fps", "offered_fps", "cpu_s_per_mframe", "cpu_util", "rss_peak_mib")
+LAT_KEYS = ("lat_p50_us", "lat_p99_us")
+CORE_KEYS = ("tcp1_gbps", "tcp4_gbps", *LAT_KEYS, *RATE_KEYS)
+
+
+@dataclass
+class Settings:
+    quick: bool
+
+    @property
+    def tcp_seconds(self) -> float:
+        return 1 if self.quick else 10
+
+    @property
+    def rate_seconds(self) -> float:
+        return 1 if self.quick else 10
+
+    @property
+    def warmup(self) -> float:
+        return 0.3 if self.quick else 1.0
+
+    @property
+    def pings(self) -> int:
+        return 200 if self.quick else 1000  # at 5 ms: 1 s or 5 s
+
+
+Step = Callable[[str], None]
+
+
+@dataclass
+class Case:
+    name: str
+    group: str
+    label: str
+    fn: Callable[[Resources, Settings, Step], tuple[dict, list[str]]]
+    #: figures that must come out positive (None allowed only where listed in `na`)
+    expected: tuple[str, ...] = ()
+    na: tuple[str, ...] = ()
+    params: dict = field(default_factory=dict)
+
+
+def _rate(topo, s: Settings, step: Step, m: dict) -> None:
+    step(f"64-byte frames, {s.rate_seconds:g} s")
+    time.sleep(0.2)  # let queues from the previous test drain
+    m.update(measure.forwarding_rate(topo.h1, topo.h2, topo.pids(), s.rate_seconds,
+                                     topo.workdir, s.warmup))
+    m.setdefault("cpu_s_per_mframe", None)
+    m.setdefault("cpu_util", None)
+
+
+def _finish(topo, m: dict) -> list[str]:
+    m["rss_peak_mib"] = measure.peak_rss_mib(topo.pids())
+    notes = list(topo.notes)
+    drops = getattr(topo.switch, "drops", None)
+    if drops is not None:
+        counted = drops()
+        if counted:
+            notes.append("ovslite drops: " + ", ".join(f"{k}={v}" for k, v in sorted(counted.items())))
+    return notes
+
+
+def core_case(name: str) -> Case:
+    kind, _, link = name.partition("-")
+    chain = 2 if link else 1
+
+    def fn(res: Resources, s: Settings, step: Step):
+        step("building topology")
+        topo = build(res, kind, chain=chain, link=link or "patch")
+        m: dict = {}
+        step(f"latency, {s.pings} pings")
+        m.update(measure.latency(topo.h1, topo.h2, s.pings))
+        step(f"TCP 1 stream, {s.tcp_seconds:g} s")
+        m["tcp1_gbps"] = measure.tcp_throughput(topo.h1, topo.h2, s.tcp_seconds, 1)
+        step(f"TCP 4 streams, {s.tcp_seconds:g} s")
+        m["tcp4_gbps"] = measure.tcp_throughput(topo.h1, topo.h2, s.tcp_seconds, 4)
+        _rate(topo, s, step, m)
+        return m, _finish(topo, m)
+
+    na = ("cpu_s_per_mframe", "cpu_util", "rss_peak_mib") if kind == "linux" else ()
+    return Case(name, "core", name, fn, CORE_KEYS, na, {"switch": kind, "bridges": chain, "link": link})
+
+
+# -- scaling ------------------------------------------------------------------
+def _fill(topo, count: int, step: Step) -> None:
+    """Source `count` distinct MACs from h3 (paced, so none is lost to a full socket buffer)."""
+    h3 = topo.h3
+    step(f"filling fdb with {count:,} MACs")
+    run(h3.cmd(sys.executable, "-m", "integration.bench.fill", h3.ifname, str(count), str(FILL_RATE)),
+        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=count / FILL_RATE + 30)
+    time.sleep(0.3)  # let the daemon drain its socket
+
+
+def fdb_case(count: int) -> Case:
+    def fn(res: Resources, s: Settings, step: Step):
+        step("building topology")
+        topo = build(res, "ovslite", filler=True)
+        _fill(topo, count, step)
+        m: dict = {}
+        _rate(topo, s, step, m)
+        notes = _finish(topo, m)
+        # Counted once, after the rate window: a dump of 100k entries takes a
+        # while and must not overlap the measurement; entries age only after
+        # 300 s, so what is there now was there during the window.
+        step("counting fdb entries")
+        t0 = time.monotonic()
+        entries = topo.switch.fdb(topo.bridges[0])
+        if entries is None:
+            notes.append("fdb could not be read over the control socket: fill unverified")
+        else:
+            size = len(entries)
+            m["fdb_entries"] = size
+            if size > 10_000:
+                notes.append(f"fdb-show of {size:,} entries took {time.monotonic() - t0:.1f} s")
+            hosts = {h.mac for h in (topo.h1, topo.h2, topo.h3)}
+            filled = sum(e["mac"].startswith("02:b0:") for e in entries)
+            other = [f"{e['mac']} on {e['port']}" for e in entries
+                     if not e["mac"].startswith("02:b0:") and e["mac"] not in hosts]
+            if filled < count:
+                notes.append(f"fdb holds {filled} of the {count} MACs sent")
+            if other:
+                notes.append(f"fdb also learned {len(other)} unexpected MAC(s): {', '.join(other[:5])}")
+        return m, notes
+
+    label = f"fdb {count:,}".replace(",000,000", "M").replace(",000", "k")
+    return Case(f"fdb-{count}", "scale-fdb", label, fn, (*RATE_KEYS, "fdb_entries"),
+                params={"switch": "ovslite", "macs": count})
+
+
+def ports_case(count: int) -> Case:
+    def fn(res: Resources, s: Settings, step: Step):
+        step(f"building topology ({count} ports)")
+        topo = build(res, "ovslite", extra_ports=count - 2)
+        m: dict = {}
+        _rate(topo, s, step, m)
+        return m, _finish(topo, m)
+
+    return Case(f"ports-{count}", "scale-ports", f"{count} ports", fn, RATE_KEYS,
+                params={"switch": "ovslite", "ports": count})
+
+
+def chain_case(length: int, link: str) -> Case:
+    def fn(res: Resources, s: Settings, step: Step):
+        step(f"building {length} bridge(s), joined by {link}")
+        topo = build(res, "ovslite", chain=length, link=link)
+        m: dict = {}
+        step(f"latency, {s.pings} pings")
+        m.update(measure.latency(topo.h1, topo.h2, s.pings))
+        return m, _finish(topo, m)
+
+    name = "chain-1" if length == 1 else f"chain-{link}-{length}"
+    label = "1 bridge" if length == 1 else f"{length} {link}"
+    return Case(name, "scale-chain", label, fn, (*LAT_KEYS, "rss_peak_mib"),
+                params={"switch": "ovslite", "bridges": length, "link": link if length > 1 else ""})
+
+
+def all_cases() -> list[Case]:
+    cases = [core_case(n) for n in CORE]
+    cases += [fdb_case(n) for n in FDB_SIZES]
+    cases += [ports_case(n) for n in PORT_COUNTS]
+    cases.append(chain_case(1, "patch"))
+    cases += [chain_case(n, link) for link in ("patch", "veth") for n in CHAIN_LENGTHS if n > 1]
+    return cases
+
+
+GROUP_ALIASES = {
+    "core": CORE,
+    "scaling": ("scale-fdb", "scale-ports", "scale-chain"),
+}
+
+
+def select(only: str | None) -> list[Case]:
+    """Cases named by --only: case names, group names (scale-fdb...) or aliases (core, scaling)."""
+    cases = all_cases()
+    if not only:
+        return cases
+    wanted: set[str] = set()
+    for word in (w.strip() for w in only.split(",")):
+        if not word:
+            continue
+        wanted.update(GROUP_ALIASES.get(word, (word,)))
+    known = {c.name for c in cases} | {c.group for c in cases}
+    unknown = wanted - known
+    if unknown:
+        raise CommandError(f"--only: unknown case(s) {', '.join(sorted(unknown))}; "
+                           f"known: {', '.join(sorted(known | set(GROUP_ALIASES)))}")
+    return [c for c in cases if c.name in wanted or c.group in wanted]

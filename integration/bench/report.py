@@ -1,0 +1,202 @@
+"""Report: the text table, the results JSON and the PNG chart.
+
+Design: results are plain dicts (one per case: name, group, label, params,
+metrics, notes, error), so the JSON is the source of truth and both the
+table and the chart are drawn from it. Each figure is printed with its ratio
+to the Linux bridge and to OVS (this / reference) taken from the core rows
+of the same run; a ratio above 1 is better for throughput and rate and
+worse for latency, CPU and memory. Missing figures print as n/a (the Linux
+bridge has no process, so no CPU or RSS).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+METRICS: dict[str, tuple[str, str, float, str]] = {
+    # key: (label, unit, scale, format)
+    "tcp1_gbps": ("TCP, 1 stream", "Gbit/s", 1, ".2f"),
+    "tcp4_gbps": ("TCP, 4 streams", "Gbit/s", 1, ".2f"),
+    "rate_fps": ("64 B delivered", "kframes/s", 1e-3, ".1f"),
+    "offered_fps": ("64 B offered", "kframes/s", 1e-3, ".1f"),
+    "lat_p50_us": ("RTT p50", "us", 1, ".0f"),
+    "lat_p99_us": ("RTT p99", "us", 1, ".0f"),
+    "cpu_s_per_mframe": ("CPU per 1M frames", "s", 1, ".2f"),
+    "cpu_util": ("switch CPU in 64 B run", "cores", 1, ".2f"),
+    "rss_peak_mib": ("peak RSS", "MiB", 1, ".1f"),
+    "fdb_entries": ("fdb entries", "", 1, ",.0f"),
+}
+NO_RATIO = {"fdb_entries"}
+REFERENCES = ("linux", "ovs")
+GROUP_TITLES = {
+    "core": "Core: h1 -> switch -> h2",
+    "scale-fdb": "Scaling (ovslite): 64-byte rate vs MACs in the fdb",
+    "scale-ports": "Scaling (ovslite): 64-byte rate vs ports on the bridge",
+    "scale-chain": "Scaling (ovslite): latency across a chain of bridges (patch ports vs veth pairs)",
+}
+
+
+def fmt_value(key: str, value) -> str:
+    if value is None:
+        return "n/a"
+    _, _, scale, spec = METRICS[key]
+    return format(value * scale, spec)
+
+
+def references(results: list[dict]) -> dict[str, dict]:
+    return {r["name"]: r["metrics"] for r in results if r["name"] in REFERENCES and not r.get("error")}
+
+
+def ratio(value, ref) -> float | None:
+    if value is None or not ref:
+        return None
+    return value / ref
+
+
+def table(results: list[dict], group: str, refs: dict[str, dict]) -> list[str]:
+    cols = [r for r in results if r["group"] == group]
+    if not cols:
+        return []
+    keys = [k for k in METRICS if any(k in c["metrics"] for c in cols)]
+    labels = [f"{METRICS[k][0]}, {METRICS[k][1]}".rstrip(", ") for k in keys]
+    first = max([len(s) for s in labels] + [12]) + 2
+    widths = [max(len(c["label"]), 9) + 2 for c in cols]
+    lines = [GROUP_TITLES.get(group, group), ""]
+    lines.append("".ljust(first) + "".join(c["label"].rjust(w) for c, w in zip(cols, widths, strict=True)))
+    lines.append("-" * (first + sum(widths)))
+    for key, label in zip(keys, labels, strict=True):
+        cells = ["error" if c.get("error") else fmt_value(key, c["metrics"].get(key)) for c in cols]
+        lines.append(label.ljust(first) + "".join(v.rjust(w) for v, w in zip(cells, widths, strict=True)))
+        if key in NO_RATIO:
+            continue
+        for ref_name in REFERENCES:
+            ref = refs.get(ref_name, {}).get(key)
+            if ref is None:
+                continue
+            cells = []
+            for c in cols:
+                r = ratio(c["metrics"].get(key), ref)
+                cells.append("" if c.get("error") else ("n/a" if r is None else f"{r:.2f}x"))
+            lines.append(f"  / {ref_name}".ljust(first) + "".join(v.rjust(w) for v, w in zip(cells, widths, strict=True)))
+    lines.append("")
+    return lines
+
+
+def render(doc: dict) -> str:
+    results = doc["results"]
+    refs = references(results)
+    out = [f"ovslite bench {doc['run_id']} ({'quick' if doc['quick'] else 'full'}), "
+           f"{doc['started']}, {doc['elapsed_s']:.0f} s"]
+    mach = doc.get("machine", {})
+    if "loadavg_start" in mach:
+        # The figures are only as steady as the machine: say how busy it was.
+        load = ", ".join(f"{x:.1f}" for x in mach["loadavg_start"][:1] + mach.get("loadavg_end", [])[:1])
+        out.append(f"{mach.get('cpus')} CPUs, kernel {mach.get('kernel')}, 1-min load average at start/end: {load}")
+    out.append("")
+    for group in GROUP_TITLES:
+        out += table(results, group, refs)
+    if not refs:
+        out.append("(no Linux bridge or OVS row in this run: no ratios)")
+    out.append("Ratios are this figure / the reference's: above 1 is better for TCP and 64 B rate,")
+    out.append("worse for latency, CPU and RSS. 64 B = 60-byte frames + FCS; CPU = switch process")
+    out.append("utime+stime over the 64 B window per million frames delivered to h2.")
+    notes = [(r["name"], n) for r in results for n in r.get("notes", [])]
+    errors = [(r["name"], r["error"]) for r in results if r.get("error")]
+    if notes:
+        out += ["", "Notes:"] + [f"  {name}: {n}" for name, n in notes]
+    if errors:
+        out += ["", "Errors:"] + [f"  {name}: {e}" for name, e in errors]
+    return "\n".join(out) + "\n"
+
+
+def write_json(doc: dict, path: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(doc, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def write_png(doc: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results = [r for r in doc["results"] if not r.get("error")]
+    core = [r for r in results if r["group"] == "core"]
+    fig, axes = plt.subplots(2, 3, figsize=(17, 9.5))
+    fig.suptitle(f"ovslite bench {doc['run_id']} ({'quick' if doc['quick'] else 'full'}, {doc['started']})")
+
+    def empty(ax, title):
+        ax.set_title(title)
+        ax.text(0.5, 0.5, "not run", ha="center", va="center", transform=ax.transAxes, color="grey")
+        ax.set_xticks([])
+        ax.set_yticks([])
+
+    def bars(ax, keys, names, title, ylabel, scale=1.0, log=False):
+        rows = [r for r in core if any(r["metrics"].get(k) is not None for k in keys)]
+        if not rows:
+            return empty(ax, title)
+        width = 0.8 / max(len(keys), 1)
+        for i, key in enumerate(keys):
+            xs = [j + i * width for j in range(len(rows))]
+            ys = [(r["metrics"].get(key) or 0) * scale for r in rows]
+            ax.bar(xs, ys, width, label=names[i])
+            for x, y in zip(xs, ys, strict=True):
+                ax.annotate(f"{y:.3g}", (x, y), ha="center", va="bottom", fontsize=7)
+        ax.set_xticks([j + width * (len(keys) - 1) / 2 for j in range(len(rows))])
+        ax.set_xticklabels([r["label"] for r in rows], rotation=20, fontsize=8)
+        ax.set_title(title)
+        ax.set_ylabel(ylabel)
+        if log:
+            ax.set_yscale("log")
+        if len(keys) > 1:
+            ax.legend(fontsize=8)
+
+    bars(axes[0][0], ["tcp1_gbps", "tcp4_gbps"], ["1 stream", "4 streams"], "TCP throughput", "Gbit/s")
+    bars(axes[0][1], ["offered_fps", "rate_fps"], ["offered", "delivered"], "64-byte frames",
+         "kframes/s", 1e-3)
+    bars(axes[0][2], ["lat_p50_us", "lat_p99_us"], ["p50", "p99"], "Round-trip latency", "us", log=True)
+    bars(axes[1][0], ["cpu_s_per_mframe"], ["CPU"], "Switch CPU per 1M frames (64 B)", "CPU seconds")
+
+    ax = axes[1][1]
+    scale_rows = [r for r in results if r["group"] in ("scale-fdb", "scale-ports")]
+    if not scale_rows:
+        empty(ax, "ovslite 64-byte rate scaling")
+    else:
+        colors = {"scale-fdb": "tab:blue", "scale-ports": "tab:green"}
+        ys = [(r["metrics"].get("rate_fps") or 0) / 1e3 for r in scale_rows]
+        ax.bar([r["label"] for r in scale_rows], ys, color=[colors[r["group"]] for r in scale_rows])
+        for i, y in enumerate(ys):
+            ax.annotate(f"{y:.3g}", (i, y), ha="center", va="bottom", fontsize=7)
+        ax.set_title("ovslite 64-byte rate: MACs in fdb (blue), ports (green)")
+        ax.set_ylabel("kframes/s delivered")
+        ax.tick_params(axis="x", labelsize=8, rotation=20)
+
+    ax = axes[1][2]
+    chain = [r for r in results if r["group"] == "scale-chain"]
+    if not chain:
+        empty(ax, "ovslite latency vs bridges in a chain")
+    for link, color in (("patch", "tab:blue"), ("veth", "tab:red")):
+        rows = sorted([r for r in chain if r["params"].get("link") in (link, "")],
+                      key=lambda r: r["params"]["bridges"])
+        for key, style in (("lat_p50_us", "-"), ("lat_p99_us", ":")):
+            if rows:
+                ax.plot([r["params"]["bridges"] for r in rows], [r["metrics"].get(key) for r in rows],
+                        style, marker="o", color=color, label=f"{link} {key[4:7]}")
+    if ax.lines:
+        ax.set_title("ovslite latency vs bridges in a chain")
+        ax.set_xlabel("bridges")
+        ax.set_ylabel("RTT, us")
+        ax.set_xscale("log", base=2)
+        ticks = sorted({r["params"]["bridges"] for r in chain})
+        ax.set_xticks(ticks)
+        ax.set_xticklabels([str(t) for t in ticks])
+        ax.set_yscale("log")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

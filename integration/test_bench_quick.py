@@ -1,0 +1,64 @@
+"""The bench harness end to end: `python -m integration.bench --quick` on a small set of cases.
+
+Checks that every expected figure comes out present and positive (n/a only
+where a switch has no process: the Linux bridge's CPU and RSS), that the
+JSON and PNG are written, and that nothing the run made (namespaces,
+links, processes, temporary directories) is left behind. No figure is
+compared with another: on a shared 2-core machine they are too noisy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .bench.cases import select
+from .bench.resources import leftovers
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[1]
+# Linux bridge and OVS (the references the ratios need), ovslite, and one
+# scaling row (a two-bridge patch chain): every builder and report section.
+ONLY = "linux,ovs,ovslite,chain-patch-2"
+
+
+def test_quick_bench_reports_every_figure_and_cleans_up(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("the bench needs root (network namespaces, veth, AF_PACKET)")
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "integration.bench", "--quick", "--only", ONLY, "--json", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
+    )
+    made = re.findall(r"^(?:results|chart):\s+(\S+)", proc.stdout, re.M)
+    try:
+        assert proc.returncode == 0, f"bench failed:\n{proc.stdout}\n{proc.stderr}"
+        doc = json.loads(out.read_text())
+        results = {r["name"]: r for r in doc["results"]}
+        cases = select(ONLY)
+        assert set(results) == {c.name for c in cases}
+        for case in cases:
+            r = results[case.name]
+            assert r["error"] is None, f"{case.name}: {r['error']}"
+            for key in case.expected:
+                value = r["metrics"].get(key)
+                if key in case.na:
+                    assert value is None, f"{case.name}: {key} should be n/a, got {value!r}"
+                    continue
+                assert isinstance(value, int | float) and value > 0, f"{case.name}: {key}={value!r}"
+        assert len(made) == 2 and all(os.path.getsize(p) > 0 for p in made), proc.stdout
+        # The table shows each figure with its ratios to both references.
+        assert "/ linux" in proc.stdout and "/ ovs" in proc.stdout
+        assert doc["leftovers"] == []
+        assert leftovers(doc["run_id"]) == []
+    finally:
+        for path in made:  # results/ is for people's runs, not the test's
+            if os.path.exists(path):
+                os.unlink(path)
