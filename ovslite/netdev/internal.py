@@ -9,7 +9,8 @@ As a container NIC (seed 000's five steps in one): with `netns` (an `ip netns`
 name) or `netns_pid`, the interface is moved into that namespace, renamed to
 `ifname`, brought up, given `ip` (CIDR) and a default route via `gateway`.
 Moving a TAP does not detach its fd, so forwarding carries on; closing the fd
-removes the device from whichever namespace it is in.
+removes the device from whichever namespace it is in. Its MAC is derived from
+the machine id and the port name, so it is the same after a restart.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from .. import rtnl
 from ..names import check_ifname
 from . import register
 from .base import LinkStatus, Netdev, NetdevError
-from .tundev import TapIO, open_tap, set_persist
+from .tundev import TapIO, open_tap, set_mac, set_persist, stable_mac
 
 
 def _parse_options(opts: dict[str, str]) -> dict:
@@ -68,6 +69,7 @@ class InternalNetdev(TapIO, Netdev):
         self.fd = open_tap(self.name)
         try:
             set_persist(self.fd, False)  # owned by the daemon: gone when the fd closes
+            set_mac(self.fd, self.name, stable_mac(self.name))
             self._place()
         except Exception as exc:
             self.close()

@@ -2,12 +2,13 @@
 
 The socket is bound to the device's ifindex with PACKET_VNET_HDR, so GSO
 super-frames and CHECKSUM_PARTIAL frames arrive whole with their offload
-metadata and are sent on the same way (see ovslite.vnet). PACKET_IGNORE_OUTGOING
+metadata and are sent on the same way (see ovslite.vnet); frames move through
+mapped rings (pktring.py). PACKET_IGNORE_OUTGOING
 keeps the socket from reading back what it (or the host) transmits, as OVS's
 BPF filter does; PACKET_QDISC_BYPASS skips the qdisc layer on transmit.
 
 Limits: one rx and one tx queue; a frame longer than MAX_PACKET_LEN (BIG TCP)
-would be truncated and is counted as an rx error.
+would be truncated.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ import errno
 import socket
 import struct
 
-from .. import rtnl, vnet
+from .. import rtnl
 from . import register
 from .base import LinkStatus, Netdev, NetdevError
+from .pktring import RingIO, setup_rings
 
 SOL_PACKET = 263
 PACKET_ADD_MEMBERSHIP = 1
@@ -45,81 +47,46 @@ def set_link_up(ifindex: int) -> None:
     rtnl.call(lambda ipr: ipr.link("set", index=ifindex, state="up"))
 
 
-def open_packet_socket(ifindex: int, name: str) -> socket.socket:
-    """An AF_PACKET socket on `ifindex`, vnet headers on, promiscuous, non-blocking."""
-    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-    try:
-        sock.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
-        sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
-        sock.setsockopt(SOL_PACKET, PACKET_QDISC_BYPASS, 1)
-        for opt in (SO_RCVBUFFORCE, SO_SNDBUFFORCE):
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
-            except PermissionError:  # without CAP_NET_ADMIN the default size will do
-                pass
-        sock.bind((name, ETH_P_ALL))
-        mreq = _PACKET_MREQ.pack(ifindex, PACKET_MR_PROMISC, 0, b"")
-        sock.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq)
-        sock.setblocking(False)
-    except OSError as exc:
-        sock.close()
-        raise NetdevError(f"cannot open AF_PACKET socket on {name}: {exc.strerror}", exc.errno) from None
+def _packet_socket(name: str, protocol: int) -> socket.socket:
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(protocol))
+    sock.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
+    sock.setsockopt(SOL_PACKET, PACKET_QDISC_BYPASS, 1)
+    for opt in (SO_RCVBUFFORCE, SO_SNDBUFFORCE):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
+        except PermissionError:  # without CAP_NET_ADMIN the default size will do
+            pass
+    sock.setblocking(False)
     return sock
 
 
-class PacketSocketIO:
-    """Batch receive and send over a non-blocking packet or TAP-like fd.
+def open_packet_sockets(ifindex: int, name: str):
+    """(socket with mapped rings, plain send-only socket) on `ifindex`.
 
-    Shared by the providers whose dataplane is an AF_PACKET socket.
+    Both carry vnet headers; the first is promiscuous and ignores our own sends.
+    The second is bound with protocol 0, so it receives nothing.
     """
-
-    sock: socket.socket | None = None
-    rx_errors = 0
-    last_error = ""
-
-    def fileno(self) -> int | None:
-        return self.sock.fileno() if self.sock is not None else None
-
-    def recv_batch(self, limit: int) -> list:
-        sock = self.sock
-        if sock is None:
-            return []
-        recv = sock.recv
-        size = vnet.MAX_PACKET_LEN
-        out = []
-        append = out.append
-        try:
-            for _ in range(limit):
-                append(recv(size))
-        except BlockingIOError:
-            pass
-        except OSError as exc:
-            # ENETDOWN when the device goes away; the link monitor handles the state.
-            self.rx_errors += 1
-            self.last_error = exc.strerror or str(exc)
-        return out
-
-    def send_batch(self, packets: list) -> int:
-        sock = self.sock
-        if sock is None:
-            return 0
-        send = sock.send
-        sent = 0
-        for pkt in packets:
-            try:
-                send(pkt)
-            except BlockingIOError:
-                break
-            except OSError as exc:
-                # EMSGSIZE, EINVAL (bad vnet header), ENETDOWN: lose this frame only.
-                self.last_error = exc.strerror or str(exc)
-                continue
-            sent += 1
-        return sent
+    socks = []
+    try:
+        sock = _packet_socket(name, ETH_P_ALL)
+        socks.append(sock)
+        sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+        ring = setup_rings(sock)
+        sock.bind((name, ETH_P_ALL))
+        mreq = _PACKET_MREQ.pack(ifindex, PACKET_MR_PROMISC, 0, b"")
+        sock.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq)
+        tx_sock = _packet_socket(name, 0)
+        socks.append(tx_sock)
+        tx_sock.bind((name, 0))
+    except OSError as exc:
+        for s in socks:
+            s.close()
+        raise NetdevError(f"cannot open AF_PACKET socket on {name}: {exc.strerror}", exc.errno) from None
+    return sock, ring, tx_sock
 
 
 @register
-class SystemNetdev(PacketSocketIO, Netdev):
+class SystemNetdev(RingIO, Netdev):
     """An existing kernel interface (physical NIC, veth end, a VM's tap)."""
 
     type = "system"
@@ -135,9 +102,11 @@ class SystemNetdev(PacketSocketIO, Netdev):
             set_link_up(self.ifindex)
         except Exception as exc:  # pyroute2 raises NetlinkError and others
             raise NetdevError(f"cannot bring {self.name} up: {exc}") from None
-        self.sock = open_packet_socket(self.ifindex, self.name)
+        self.sock, self.ring, self.tx_sock = open_packet_sockets(self.ifindex, self.name)
+        self._reset_rings()
 
     def close(self) -> None:
+        self.close_rings()
         if self.sock is not None:
             self.sock.close()
             self.sock = None

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import os
+import socket
 import struct
 
 from .. import vnet
 from .base import NetdevError
 
+SIOCSIFHWADDR = 0x8924
+ARPHRD_ETHER = 1
 TUNSETIFF = 0x400454CA
 TUNSETPERSIST = 0x400454CB
 TUNSETOFFLOAD = 0x400454D0
@@ -50,6 +54,27 @@ def open_tap(name: str) -> int:
             ) from None
         raise NetdevError(f"cannot create TAP {name}: {exc.strerror}", exc.errno) from None
     return fd
+
+
+def stable_mac(name: str) -> bytes:
+    """A locally administered unicast MAC for device `name`, the same at every start.
+
+    Derived from /etc/machine-id and the name, as systemd-networkd does for
+    virtual devices: a restarted daemon recreates an internal port with the MAC
+    its neighbours have cached, yet two hosts' `br0` differ.
+    """
+    try:
+        with open("/etc/machine-id", "rb") as f:
+            seed = f.read().strip()
+    except OSError:
+        seed = socket.gethostname().encode()
+    digest = bytearray(hashlib.sha256(seed + b"/ovslite/" + name.encode()).digest()[:6])
+    digest[0] = (digest[0] & 0xFE) | 0x02
+    return bytes(digest)
+
+
+def set_mac(fd: int, name: str, mac: bytes) -> None:
+    fcntl.ioctl(fd, SIOCSIFHWADDR, struct.pack("16sH6s8x", name.encode(), ARPHRD_ETHER, mac))
 
 
 def set_persist(fd: int, persist: bool) -> None:

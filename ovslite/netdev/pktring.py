@@ -1,0 +1,187 @@
+"""PACKET_MMAP rings for `system` ports: receive and send without a syscall per frame.
+
+Receive: a TPACKET_V2 ring of small slots. The kernel writes each frame, with
+its virtio_net_hdr (PACKET_VNET_HDR) and its VLAN tag in the slot header, and
+flips the slot's status; we read slots in place and hand them back. A frame
+too big for a slot (a 64 KB GSO frame) gets a truncated slot marked
+TP_STATUS_COPY and, thanks to PACKET_COPY_THRESH, travels whole on the socket's
+ordinary queue, from which it is read with recv() at that point in the order.
+
+The kernel takes an 802.1Q tag out of the frame before AF_PACKET sees it
+(skb_vlan_untag), so a plain recv() would lose tags; the slot header has them
+and we put them back inline (csum_start moves by 4 with the tag).
+
+Send: a TPACKET_V2 ring; frames are copied into free slots and one empty
+sendto() per batch makes the kernel transmit them all. A frame too big for a
+slot, or one that finds its slot still in flight, is sent with send() on a
+second packet socket (once a socket has a TX ring, the kernel sends only ring
+slots from it and ignores the buffer passed to send()), after the ring is
+kicked, which keeps the order: a kick transmits before it returns.
+
+Limits: one ring pair per port (RX_FRAMES + TX_FRAMES slots of FRAME_SIZE bytes).
+"""
+
+from __future__ import annotations
+
+import mmap
+import socket
+import struct
+
+from .. import vnet
+
+SOL_PACKET = 263
+PACKET_RX_RING = 5
+PACKET_COPY_THRESH = 7
+PACKET_VERSION = 10
+PACKET_TX_RING = 13
+TPACKET_V2 = 1
+
+TP_STATUS_KERNEL = 0
+TP_STATUS_USER = 1
+TP_STATUS_COPY = 1 << 1
+TP_STATUS_VLAN_VALID = 1 << 4
+TP_STATUS_VLAN_TPID_VALID = 1 << 6
+TP_STATUS_AVAILABLE = 0
+TP_STATUS_SEND_REQUEST = 1
+TP_STATUS_WRONG_FORMAT = 4
+
+FRAME_SIZE = 2048
+RX_FRAMES = 256
+TX_FRAMES = 128
+BLOCK_SIZE = 1 << 16  # 32 slots a block
+#: tpacket2_hdr: status, len, snaplen, mac, net, sec, nsec, vlan_tci, vlan_tpid
+HDR = struct.Struct("=IIIHHIIHH4x")
+TX_DATA = 32  # TPACKET2_HDRLEN - sizeof(struct sockaddr_ll): where a tx frame's data starts
+TX_MAX = FRAME_SIZE - TX_DATA
+VNET = vnet.VNET_HDR_LEN
+ZERO_STATUS = bytes(4)
+ETH_P_8021Q = 0x8100
+MSG_DONTWAIT = socket.MSG_DONTWAIT
+
+
+def setup_rings(sock: socket.socket) -> mmap.mmap:
+    """Switch `sock` to TPACKET_V2 and map an RX ring followed by a TX ring.
+
+    PACKET_VNET_HDR must already be set (the kernel refuses it once rings exist).
+    """
+    sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V2)
+    sock.setsockopt(SOL_PACKET, PACKET_COPY_THRESH, 1)
+    for opt, frames in ((PACKET_RX_RING, RX_FRAMES), (PACKET_TX_RING, TX_FRAMES)):
+        blocks = frames * FRAME_SIZE // BLOCK_SIZE
+        sock.setsockopt(SOL_PACKET, opt, struct.pack("IIII", BLOCK_SIZE, blocks, FRAME_SIZE, frames))
+    return mmap.mmap(sock.fileno(), (RX_FRAMES + TX_FRAMES) * FRAME_SIZE,
+                     mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+
+
+def insert_tag(pkt: bytes, tpid: int, tci: int) -> bytes:
+    """Put a VLAN tag the kernel took out back into the frame (and fix csum_start)."""
+    flags, gso_type, hdr_len, gso_size, csum_start, csum_offset = vnet.VNET_HDR.unpack_from(pkt)
+    if flags & vnet.VIRTIO_NET_HDR_F_NEEDS_CSUM:
+        csum_start += 4
+    if hdr_len:
+        hdr_len += 4
+    head = vnet.VNET_HDR.pack(flags, gso_type, hdr_len, gso_size, csum_start, csum_offset)
+    return head + pkt[VNET : VNET + 12] + struct.pack("!HH", tpid, tci) + pkt[VNET + 12 :]
+
+
+class RingIO:
+    """Batch receive and send over a packet socket with mapped rings."""
+
+    sock: socket.socket | None = None
+    tx_sock: socket.socket | None = None  # for frames that do not fit a ring slot
+    ring: mmap.mmap | None = None
+    last_error = ""
+
+    def _reset_rings(self) -> None:
+        self._rx = 0
+        self._tx = 0
+
+    def fileno(self) -> int | None:
+        return self.sock.fileno() if self.sock is not None else None
+
+    def recv_batch(self, limit: int) -> list:
+        ring = self.ring
+        if ring is None:
+            return []
+        unpack = HDR.unpack_from
+        out = []
+        append = out.append
+        i = self._rx
+        for _ in range(limit):
+            base = i * FRAME_SIZE
+            status, _len, snaplen, mac, _net, _s, _ns, tci, tpid = unpack(ring, base)
+            if not status & TP_STATUS_USER:
+                break
+            if status & TP_STATUS_COPY:
+                pkt = self._recv_whole()
+            else:
+                pkt = ring[base + mac - VNET : base + mac + snaplen]
+            ring[base : base + 4] = ZERO_STATUS
+            i = i + 1 if i + 1 < RX_FRAMES else 0
+            if pkt is None:
+                continue
+            if status & TP_STATUS_VLAN_VALID:
+                pkt = insert_tag(pkt, tpid if status & TP_STATUS_VLAN_TPID_VALID else ETH_P_8021Q, tci)
+            append(pkt)
+        self._rx = i
+        return out
+
+    def _recv_whole(self) -> bytes | None:
+        try:
+            return self.sock.recv(vnet.MAX_PACKET_LEN, MSG_DONTWAIT)
+        except OSError as exc:  # the copy was dropped (receive buffer full)
+            self.last_error = exc.strerror or str(exc)
+            return None
+
+    def send_batch(self, packets: list) -> int:
+        ring = self.ring
+        if ring is None:
+            return 0
+        base0 = RX_FRAMES * FRAME_SIZE
+        i = self._tx
+        queued = sent = 0
+        for pkt in packets:
+            n = len(pkt)
+            base = base0 + i * FRAME_SIZE
+            slot = ring[base]
+            if slot == TP_STATUS_WRONG_FORMAT:  # the kernel refused it earlier: reuse
+                self.last_error = "malformed frame in the tx ring"
+                slot = TP_STATUS_AVAILABLE
+            if n > TX_MAX or slot != TP_STATUS_AVAILABLE:
+                # Too big for a slot, or the slot is still in flight: keep the
+                # order by flushing the ring first, then send this one directly.
+                if queued:
+                    self._kick()
+                    queued = 0
+                try:
+                    self.tx_sock.send(pkt, MSG_DONTWAIT)
+                    sent += 1
+                except OSError as exc:
+                    self.last_error = exc.strerror or str(exc)
+                continue
+            ring[base + TX_DATA : base + TX_DATA + n] = pkt
+            ring[base + 4 : base + 8] = n.to_bytes(4, "little")
+            ring[base : base + 4] = b"\x01\x00\x00\x00"  # TP_STATUS_SEND_REQUEST
+            i = i + 1 if i + 1 < TX_FRAMES else 0
+            queued += 1
+            sent += 1
+        self._tx = i
+        if queued:
+            self._kick()
+        return sent
+
+    def _kick(self) -> None:
+        try:
+            self.sock.send(b"", MSG_DONTWAIT)
+        except BlockingIOError:
+            pass  # the kernel sends what it can; the rest goes on the next kick
+        except OSError as exc:
+            self.last_error = exc.strerror or str(exc)
+
+    def close_rings(self) -> None:
+        if self.ring is not None:
+            self.ring.close()
+            self.ring = None
+        if self.tx_sock is not None:
+            self.tx_sock.close()
+            self.tx_sock = None
