@@ -133,9 +133,7 @@ def test_interface_vanishing_under_a_port(daemon, net):
     assert not unrelated, f"errors logged about other things: {unrelated}"
 
 
-@pytest.mark.xfail(reason="no link monitor yet: a port whose interface is deleted still shows "
-                   "up in `show` (ovslite/netdev/system.py expects one)", strict=False)
-def test_deleted_interface_shows_port_down(daemon, net):
+def test_deleted_interface_shows_port_down_and_comes_back(daemon, net):
     br, (h1, h2) = bridged_hosts(daemon, net, 2)
     net.links.remove(h2.port)
     subprocess.run(["ip", "link", "del", h2.port], check=True, timeout=10)
@@ -145,3 +143,21 @@ def test_deleted_interface_shows_port_down(daemon, net):
         return not ports[h2.port]["up"] and ports[h2.port]
 
     wait_for(h2_state, timeout=3, interval=0.2, what=f"{h2.port} to show down")
+    assert "removed" in h2_state()["reason"]
+
+    # The interface comes back (a new veth, its peer up for carrier): the port reopens by itself.
+    peer = h2.port[:-1] + "z"
+    net.links.append(h2.port)
+    subprocess.run(["ip", "link", "add", h2.port, "type", "veth", "peer", "name", peer],
+                   check=True, timeout=10)
+    subprocess.run(["ip", "link", "set", peer, "up"], check=True, timeout=10)
+
+    def port_of_h2():
+        ports = {p["name"]: p for b in daemon.ctl_json("show")["bridges"] for p in b["ports"]}
+        return ports[h2.port]
+
+    wait_for(lambda: port_of_h2()["up"], timeout=3, interval=0.2, what=f"{h2.port} to come back up")
+    # Someone sets it administratively down: the port follows, with the reason.
+    subprocess.run(["ip", "link", "set", h2.port, "down"], check=True, timeout=10)
+    wait_for(lambda: not port_of_h2()["up"], timeout=3, interval=0.2, what=f"{h2.port} to go down")
+    assert port_of_h2()["reason"] == "interface is down"

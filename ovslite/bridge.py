@@ -1,23 +1,30 @@
-"""The forwarding core: a learning bridge that returns decisions, does no I/O.
+"""The forwarding core: a learning, VLAN-aware bridge that returns decisions, does no I/O.
 
 `Bridge.forward(in_port, packets, now)` takes one received batch and returns
 {output Port: [packets]}; the datapath does the sending. Nothing here touches a
 socket or reads a clock, so the whole switching logic is unit-testable.
 
-Per frame the work is two slices, at most two dict probes and list appends:
-the ports a flood reaches are precomputed per ingress port whenever the port
-set or a port's state changes, and the learning probe is skipped when a frame
-has the same source as the one before it (the common case in a batch).
+Per frame: the VLAN is read from the frame (or the port's access tag), the
+source is learned as (VLAN, MAC), the destination is looked up in the same
+VLAN, and the frame is appended to each output's list, re-tagged only when the
+output wants another form (see ovslite.portconfig for the VLAN modes). Which
+ports a VLAN reaches from an ingress port, and in which form, is computed once
+per (ingress port, VLAN) and cached until the configuration or a port's state
+changes: broadcast, multicast and unknown unicast each get their own list, so
+the flood flags, isolation and VLAN membership cost nothing per frame. The
+learning probe is skipped when a frame has the source of the one before it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from . import portconfig, vnet
 from .mactable import DEFAULT_AGING, DEFAULT_SIZE, MacTable
 from .vnet import MIN_PACKET_LEN
 
-DEFAULT_VLAN = 0
+BROADCAST = b"\xff" * 6
+DEFAULT_VLAN = 0  # untagged frames on a trunk port
 
 
 @dataclass(eq=False)
@@ -44,10 +51,37 @@ class PortStats:
         return {k: v for k, v in vars(self).items() if k != "drops"}
 
 
-class Port:
-    """A bridge port: identity, state and counters. `netdev` is opaque here."""
+class TokenBucket:
+    """Storm control: `rate` frames per second, bursts of up to one second's worth."""
 
-    __slots__ = ("name", "type", "netdev", "number", "up", "reason", "stats", "bridge")
+    __slots__ = ("rate", "tokens", "last")
+
+    def __init__(self, rate: float):
+        self.rate = float(rate)
+        self.tokens = self.rate
+        self.last: float | None = None
+
+    def take(self, now: float) -> bool:
+        if self.last is not None:
+            self.tokens = min(self.rate, self.tokens + (now - self.last) * self.rate)
+        self.last = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+class Port:
+    """A bridge port: identity, switching settings, state and counters.
+
+    `netdev` is opaque here. `up` is what forwarding uses: the administrative
+    state and the link state together.
+    """
+
+    __slots__ = ("name", "type", "netdev", "number", "up", "reason", "link_up", "link_reason",
+                 "stats", "bridge", "settings", "mode", "tag", "trunks", "untagged_vlan",
+                 "tagged_ok", "learning", "flood", "mcast_flood", "bcast_flood", "isolated",
+                 "admin_up", "storm", "max_len")
 
     def __init__(self, name: str, type: str = "system", netdev=None, number: int = 0):
         self.name = name
@@ -56,11 +90,71 @@ class Port:
         self.number = number
         self.up = False
         self.reason = "not open"
+        self.link_up = False
+        self.link_reason = "not open"
         self.stats = PortStats()
         self.bridge: Bridge | None = None
+        self.configure({})
+
+    def configure(self, settings: dict) -> None:
+        """Apply typed settings (ovslite.portconfig.parse output, merged)."""
+        s = self.settings = dict(settings)
+        self.mode = portconfig.vlan_mode(s)
+        self.tag = s.get("tag")
+        trunks = s.get("trunks")
+        self.trunks = frozenset(trunks) if trunks else None  # None: every VLAN
+        if self.mode == "access":
+            self.untagged_vlan, self.tagged_ok = self.tag, frozenset()
+        elif self.mode == "trunk":
+            self.untagged_vlan = 0 if self.trunks is None or 0 in self.trunks else None
+            self.tagged_ok = self.trunks
+        else:  # native-tagged / native-untagged
+            self.untagged_vlan = self.tag
+            self.tagged_ok = None if self.trunks is None else self.trunks | {self.tag}
+        self.learning = s.get("learning", True)
+        self.flood = s.get("flood", True)
+        self.mcast_flood = s.get("mcast-flood", True)
+        self.bcast_flood = s.get("bcast-flood", True)
+        self.isolated = s.get("isolated", False)
+        self.admin_up = s.get("admin", "up") == "up"
+        rate = s.get("storm-control")
+        self.storm = TokenBucket(rate) if rate else None
+        mtu = s.get("mtu")
+        # Largest frame (with vnet header and one tag) this port takes; GSO frames excepted.
+        self.max_len = mtu + vnet.VNET_HDR_LEN + vnet.ETH_HLEN + 4 if mtu else None
+
+    def egress_tagged(self, vlan: int) -> bool | None:
+        """How frames of `vlan` leave this port: True tagged, False untagged, None not at all."""
+        mode = self.mode
+        if mode == "access":
+            return False if vlan == self.tag else None
+        if mode != "trunk" and vlan == self.tag:
+            return mode == "native-tagged"
+        if self.trunks is not None and vlan not in self.trunks:
+            return None
+        return vlan != 0
 
     def __repr__(self) -> str:
         return f"Port({self.name!r})"
+
+
+class Reach:
+    """Where frames of one VLAN may go from one ingress port (cached)."""
+
+    __slots__ = ("unicast", "unknown", "multicast", "broadcast")
+
+    def __init__(self, in_port: Port, vlan: int, ports):
+        allowed = {}
+        for p in ports:
+            if p is in_port or not p.up or (in_port.isolated and p.isolated):
+                continue
+            tagged = p.egress_tagged(vlan)
+            if tagged is not None:
+                allowed[p] = tagged
+        self.unicast = allowed
+        self.unknown = tuple((p, t) for p, t in allowed.items() if p.flood)
+        self.multicast = tuple((p, t) for p, t in allowed.items() if p.mcast_flood)
+        self.broadcast = tuple((p, t) for p, t in allowed.items() if p.bcast_flood)
 
 
 class Bridge:
@@ -68,7 +162,7 @@ class Bridge:
         self.name = name
         self.macs = MacTable(aging, table_size)
         self.ports: dict[str, Port] = {}
-        self._flood: dict[Port, tuple[Port, ...]] = {}
+        self._reach: dict[Port, dict[int, Reach]] = {}
         self._next_number = 1
 
     # -- configuration ------------------------------------------------------
@@ -79,34 +173,58 @@ class Bridge:
         self._next_number += 1
         port.bridge = self
         self.ports[port.name] = port
-        self._recompute()
+        self.changed()
         return port
 
     def remove_port(self, name: str) -> Port:
         port = self.ports.pop(name)
         self.macs.flush(port, include_static=True)
         port.bridge = None
-        self._recompute()
+        self.changed()
         return port
 
-    def set_port_state(self, port: Port, up: bool, reason: str = "") -> bool:
-        """Returns True if the state changed."""
-        if up:
-            reason = ""
+    def configure_port(self, port: Port, settings: dict) -> None:
+        """New switching settings for `port`; what it learned may no longer hold."""
+        port.configure(settings)
+        self.macs.flush(port)
+        self.set_port_state(port, port.link_up, port.link_reason)
+        self.changed()
+
+    def set_port_state(self, port: Port, link_up: bool, reason: str = "") -> bool:
+        """Record the link state; returns True if the port's effective state changed."""
+        port.link_up, port.link_reason = link_up, "" if link_up else reason
+        up = link_up and port.admin_up
+        reason = "" if up else ("administratively down" if not port.admin_up else reason)
         if port.up == up and port.reason == reason:
             return False
         changed = port.up != up
-        port.up = up
-        port.reason = reason
+        port.up, port.reason = up, reason
         if changed:
             if not up:
                 self.macs.flush(port)
-            self._recompute()
+            self.changed()
         return True
 
-    def _recompute(self) -> None:
-        live = [p for p in self.ports.values() if p.up]
-        self._flood = {p: tuple(q for q in live if q is not p) for p in self.ports.values()}
+    def changed(self) -> None:
+        """Forget cached reach: ports, their settings or their state changed."""
+        self._reach = {p: {} for p in self.ports.values()}
+
+    def reach(self, in_port: Port, vlan: int) -> Reach:
+        by_vlan = self._reach[in_port]
+        r = by_vlan.get(vlan)
+        if r is None:
+            r = by_vlan[vlan] = Reach(in_port, vlan, self.ports.values())
+        return r
+
+    def ingress_vlan(self, in_port: Port, pkt) -> tuple[int | None, bool, int]:
+        """(VLAN or None to drop, frame has a tag, the tag's VID) for one packet."""
+        if pkt[22] == 0x81 and pkt[23] == 0:
+            vid = (pkt[24] & 0x0F) << 8 | pkt[25]
+            if vid:
+                ok = in_port.tagged_ok
+                return (vid if ok is None or vid in ok else None), True, vid
+            return in_port.untagged_vlan, True, 0
+        return in_port.untagged_vlan, False, 0
 
     # -- forwarding ---------------------------------------------------------
     def forward(self, in_port: Port, packets: list, now: float) -> dict[Port, list]:
@@ -115,41 +233,106 @@ class Bridge:
         if not in_port.up:
             in_port.stats.drop("port-down", len(packets))
             return outputs
-        flood = self._flood[in_port]
         macs = self.macs
         entries = macs.entries
         aging = macs.aging
-        vlan = DEFAULT_VLAN
-        last_src = None
-        runts = 0
+        learning = in_port.learning
+        storm = in_port.storm
+        untagged_vlan = in_port.untagged_vlan
+        tagged_ok = in_port.tagged_ok
+        cur_vlan = reach = None
+        last_src = last_vlan = None
+        runts = vlan_drops = storm_drops = 0
         for pkt in packets:
             if len(pkt) < MIN_PACKET_LEN:
                 runts += 1
                 continue
+            # ingress_vlan(), inlined: this loop runs once per frame
+            if pkt[22] == 0x81 and pkt[23] == 0:
+                has_tag = True
+                vid = (pkt[24] & 0x0F) << 8 | pkt[25]
+                if not vid:
+                    vlan = untagged_vlan
+                elif tagged_ok is None or vid in tagged_ok:
+                    vlan = vid
+                else:
+                    vlan = None
+            else:
+                has_tag = False
+                vid = 0
+                vlan = untagged_vlan
+            if vlan is None:
+                vlan_drops += 1
+                continue
+            if vlan != cur_vlan:
+                reach = self.reach(in_port, vlan)
+                cur_vlan = vlan
             src = pkt[16:22]
-            if src != last_src:
-                last_src = src
+            if learning and (src != last_src or vlan != last_vlan):
+                last_src, last_vlan = src, vlan
                 if not src[0] & 1:  # never learn a group address
                     macs.learn(vlan, src, in_port, now)
             dst = pkt[10:16]
-            if not dst[0] & 1:
+            if dst[0] & 1:
+                targets = reach.broadcast if dst == BROADCAST else reach.multicast
+            else:
                 entry = entries.get((vlan, dst))
                 if entry is not None and (entry.static or now - entry.used <= aging):
                     out = entry.port
-                    if out is in_port or not out.up:
-                        continue  # the destination is behind the ingress port: filter
+                    tagged = reach.unicast.get(out)
+                    if tagged is None:
+                        continue  # behind the ingress port, down, isolated or off this VLAN
+                    if (has_tag and vid == vlan) if tagged else not has_tag:
+                        q = pkt
+                    else:
+                        q = retag(pkt, has_tag, vlan, tagged)
                     batch = outputs.get(out)
                     if batch is None:
-                        outputs[out] = [pkt]
+                        outputs[out] = [q]
                     else:
-                        batch.append(pkt)
+                        batch.append(q)
                     continue
-            for out in flood:
-                batch = outputs.get(out)
-                if batch is None:
-                    outputs[out] = [pkt]
-                else:
-                    batch.append(pkt)
+                targets = reach.unknown
+            # Flooded: broadcast, multicast or unknown unicast, which storm control limits.
+            if storm is not None and not storm.take(now):
+                storm_drops += 1
+                continue
+            self._emit(outputs, targets, pkt, vlan, has_tag, vid)
+        stats = in_port.stats
         if runts:
-            in_port.stats.drop("runt", runts)
+            stats.drop("runt", runts)
+        if vlan_drops:
+            stats.drop("vlan", vlan_drops)
+        if storm_drops:
+            stats.drop("storm-control", storm_drops)
         return outputs
+
+    @staticmethod
+    def _emit(outputs: dict, targets, pkt, vlan: int, has_tag: bool, vid: int) -> None:
+        """Append `pkt` to each target's list, in the form that target wants."""
+        forms = None
+        for out, tagged in targets:
+            if tagged:
+                q = pkt if has_tag and vid == vlan else None
+            else:
+                q = None if has_tag else pkt
+            if q is None:
+                if forms is None:
+                    forms = {}
+                q = forms.get(tagged)
+                if q is None:
+                    q = forms[tagged] = retag(pkt, has_tag, vlan, tagged)
+            batch = outputs.get(out)
+            if batch is None:
+                outputs[out] = [q]
+            else:
+                batch.append(q)
+
+
+def retag(pkt, has_tag: bool, vlan: int, tagged: bool) -> bytes:
+    """`pkt` in the form an egress port wants: tagged with `vlan`, or untagged."""
+    if not tagged:
+        return vnet.strip_tag(pkt)
+    if has_tag:
+        return vnet.set_vid(pkt, vlan)
+    return vnet.push_tag(pkt, vlan)

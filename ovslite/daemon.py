@@ -16,6 +16,7 @@ from . import log as logmod
 from .control.server import ControlServer, ControlSocketError
 from .datapath import Datapath
 from .db import ConfigDB, DatabaseError
+from .linkmon import LinkMonitor
 from .switch import Switch
 
 DEFAULT_DB = "/var/lib/ovslite/conf.db"
@@ -51,10 +52,12 @@ class Daemon:
         switch = Switch(ConfigDB(self.args.db), datapath)
         server = ControlServer(switch, self.args.socket, loop)
         server.open()  # refuse early if another daemon owns the socket
+        links = LinkMonitor(loop, switch.link_event)  # before ports open: no event is missed
         _socket_group(self.args.socket)
         try:
             switch.load()
         except DatabaseError:
+            links.close()
             server.close()
             raise
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -81,6 +84,7 @@ class Daemon:
             for task in tasks:
                 task.cancel()
             server.close()
+            links.close()
             switch.shutdown()
             datapath.close()
             log.info("stopped")

@@ -66,6 +66,14 @@ class Datapath:
             self.output(out, batch, depth)
 
     def output(self, port: Port, packets: list, depth: int) -> None:
+        max_len = port.max_len
+        if max_len is not None:  # set-port mtu=N; a GSO frame (gso_type != 0) is exempt
+            fits = [p for p in packets if len(p) <= max_len or p[1]]
+            if len(fits) != len(packets):
+                port.stats.drop("mtu", len(packets) - len(fits), tx=True)
+                packets = fits
+                if not packets:
+                    return
         taps = self.taps.get(port)
         if taps:
             for tap in taps:

@@ -16,11 +16,13 @@ import json
 import os
 import tempfile
 
+from . import portconfig
 from .names import check_ifname
+from .vnet import parse_mac
 
 FORMAT = 1
-#: bridge settings and the JSON types they accept
-BRIDGE_CONFIG = {"mac-aging-time": (int, float), "mac-table-size": (int,)}
+#: bridge settings users set (set-br) and the JSON types they accept
+BRIDGE_SETTINGS = {"mac-aging-time": (int, float), "mac-table-size": (int,)}
 
 
 class DatabaseError(Exception):
@@ -49,10 +51,11 @@ def validate(doc) -> dict:
         config = br.get("config", {})
         if not isinstance(config, dict):
             raise DatabaseError(f"bridge {br_name}: 'config' must be an object")
-        for key, kind in BRIDGE_CONFIG.items():
+        for key, kind in BRIDGE_SETTINGS.items():
             value = config.get(key)
             if value is not None and (type(value) not in kind or value <= 0):
                 raise DatabaseError(f"bridge {br_name}: {key} must be a positive number")
+        _check_statics(br_name, config.get("static-macs", []), br["ports"])
         for port_name, port in br["ports"].items():
             try:
                 check_ifname(port_name, "port")
@@ -65,7 +68,28 @@ def validate(doc) -> dict:
                 raise DatabaseError(f"port {port_name}: 'type' must be a string")
             if not isinstance(port.get("options", {}), dict):
                 raise DatabaseError(f"port {port_name}: 'options' must be an object")
+            settings = port.get("settings", {})
+            try:
+                if not isinstance(settings, dict) or portconfig.parse(settings) != settings:
+                    raise ValueError("'settings' must be an object of typed values")
+                portconfig.check_vlans(settings)
+            except ValueError as exc:
+                raise DatabaseError(f"port {port_name}: {exc}") from None
     return doc
+
+
+def _check_statics(br_name: str, statics, ports: dict) -> None:
+    if not isinstance(statics, list):
+        raise DatabaseError(f"bridge {br_name}: 'static-macs' must be a list")
+    for e in statics:
+        try:
+            if not isinstance(e, dict) or e.get("port") not in ports:
+                raise ValueError("entry names no port of the bridge")
+            parse_mac(e.get("mac", ""))
+            if type(e.get("vlan")) is not int or not 0 <= e["vlan"] <= 4094:
+                raise ValueError("entry has no valid vlan")
+        except (ValueError, AttributeError) as exc:
+            raise DatabaseError(f"bridge {br_name}: static-macs: {exc}") from None
 
 
 class ConfigDB:

@@ -118,6 +118,12 @@ class MacTable:
         self._event("evicted", entry, None)
         return True
 
+    def resize(self, max_entries: int) -> None:
+        """A new size limit; a smaller table evicts (fairly) down to it at once."""
+        self.max_entries = max_entries
+        while len(self.entries) > max_entries and self._evict_one():
+            pass
+
     def add_static(self, vlan: int, mac: bytes, port: Hashable, now: float) -> None:
         self._remove((vlan, mac))
         self.entries[(vlan, mac)] = MacEntry(vlan, mac, port, now, static=True)

@@ -14,11 +14,13 @@ import errno
 import structlog
 
 from . import db as dbmod
+from . import linkmon, portconfig
 from .bridge import Bridge, Port
 from .datapath import Datapath
 from .mactable import DEFAULT_AGING, DEFAULT_SIZE
 from .names import check_ifname
-from .netdev import NetdevError, netdev_class
+from .netdev import LinkStatus, NetdevError, netdev_class
+from .vnet import format_mac, parse_mac
 
 log = structlog.get_logger("ovslite.switch")
 
@@ -146,6 +148,75 @@ class Switch:
         del new["bridges"][owner]["ports"][name]
         self._commit(new)
 
+    def set_port(self, name: str, changes: dict) -> None:
+        """Change switching settings (portconfig.KNOWN) of a live port; '' resets one."""
+        owner = self._port_owner(name)
+        if owner is None:
+            raise SwitchError(errno.ENOENT, f"no port named {name}")
+        conf = self.desired["bridges"][owner]["ports"][name]
+        try:
+            settings = portconfig.merge(conf.get("settings", {}), portconfig.parse(changes))
+        except ValueError as exc:
+            raise SwitchError(errno.EINVAL, f"port {name}: {exc}") from None
+        new = dbmod.clone(self.desired)
+        new["bridges"][owner]["ports"][name]["settings"] = settings
+        self._commit(new)
+
+    def set_bridge(self, name: str, changes: dict) -> None:
+        """mac-aging-time=SECONDS, mac-table-size=N ('' resets to the default)."""
+        if name not in self.desired["bridges"]:
+            raise SwitchError(errno.ENOENT, f"no bridge named {name}")
+        config = dict(self.desired["bridges"][name].get("config", {}))
+        for key, text in changes.items():
+            if key not in dbmod.BRIDGE_SETTINGS:
+                known = ", ".join(dbmod.BRIDGE_SETTINGS)
+                raise SwitchError(errno.EINVAL, f"unknown bridge setting {key!r} (known: {known})")
+            if text in ("", None):
+                config.pop(key, None)
+                continue
+            try:
+                value = float(text) if key == "mac-aging-time" else int(text)
+            except ValueError:
+                raise SwitchError(errno.EINVAL, f"{key}: {text!r} is not a number") from None
+            if value <= 0:
+                raise SwitchError(errno.EINVAL, f"{key}: must be positive")
+            config[key] = value
+        new = dbmod.clone(self.desired)
+        new["bridges"][name]["config"] = config
+        self._commit(new)
+
+    def fdb_add(self, bridge: str, mac: bytes, port: str, vlan: int = 0) -> None:
+        """A static entry: never aged, never moved by learning; kept in the database."""
+        self.bridge(bridge)
+        if self._port_owner(port) != bridge:
+            raise SwitchError(errno.ENOENT, f"no port named {port} on bridge {bridge}")
+        if mac[0] & 1:
+            raise SwitchError(errno.EINVAL, f"{format_mac(mac)} is a group address")
+        new = dbmod.clone(self.desired)
+        statics = [e for e in new["bridges"][bridge]["config"].get("static-macs", [])
+                   if not (e["mac"] == format_mac(mac) and e["vlan"] == vlan)]
+        statics.append({"mac": format_mac(mac), "vlan": vlan, "port": port})
+        new["bridges"][bridge]["config"]["static-macs"] = statics
+        self._commit(new)
+
+    def fdb_del(self, bridge: str, mac: bytes, vlan: int = 0) -> None:
+        br = self.bridge(bridge)
+        text = format_mac(mac)
+        statics = self.desired["bridges"][bridge]["config"].get("static-macs", [])
+        kept = [e for e in statics if not (e["mac"] == text and e["vlan"] == vlan)]
+        if len(kept) != len(statics):
+            new = dbmod.clone(self.desired)
+            new["bridges"][bridge]["config"]["static-macs"] = kept
+            self._commit(new)
+        elif not br.macs.delete(vlan, mac):
+            raise SwitchError(errno.ENOENT, f"no entry for {text} in VLAN {vlan} on bridge {bridge}")
+
+    def fdb_flush(self, bridge: str, port: str | None = None) -> int:
+        """Forget learned entries (static ones stay, as with `bridge fdb flush`)."""
+        br = self.bridge(bridge)
+        target = self.port(port, bridge) if port is not None else None
+        return br.macs.flush(target)
+
     def _port_owner(self, name: str) -> str | None:
         for br_name, br in self.desired["bridges"].items():
             if name in br["ports"]:
@@ -177,15 +248,12 @@ class Switch:
         for br_name, br_conf in want.items():
             br = self.bridges.get(br_name)
             if br is None:
-                conf = br_conf.get("config", {})
-                br = Bridge(
-                    br_name,
-                    aging=float(conf.get("mac-aging-time", DEFAULT_AGING)),
-                    table_size=int(conf.get("mac-table-size", DEFAULT_SIZE)),
-                )
-                self.bridges[br_name] = br
+                br = self.bridges[br_name] = Bridge(br_name)
                 log.info("bridge added", bridge=br_name)
                 self._notify("bridge-added", bridge=br_name)
+            conf = br_conf.get("config", {})
+            br.macs.aging = float(conf.get("mac-aging-time", DEFAULT_AGING))
+            br.macs.resize(int(conf.get("mac-table-size", DEFAULT_SIZE)))
             for port_name in [p for p in br.ports if p not in br_conf["ports"]]:
                 self._remove_port(br, port_name)
             for port_name, port_conf in br_conf["ports"].items():
@@ -197,7 +265,33 @@ class Switch:
                     port = None
                 if port is None:
                     self._add_port(br, port_name, port_conf, strict == port_name)
+                    port = br.ports[port_name]
+                settings = port_conf.get("settings", {})
+                if port.settings != settings:
+                    self._configure_port(port, settings)
+            self._sync_statics(br, conf.get("static-macs", []))
         self._resolve()
+
+    def _configure_port(self, port: Port, settings: dict) -> None:
+        mtu = settings.get("mtu")
+        if mtu != port.settings.get("mtu") and port.name not in self.unopened:
+            port.netdev.set_mtu(mtu)  # NetdevError: the commit is undone
+        port.bridge.configure_port(port, settings)
+        log.info("port settings", bridge=port.bridge.name, port=port.name, **settings)
+        self._notify("port-settings", bridge=port.bridge.name, port=port.name)
+
+    def _sync_statics(self, br: Bridge, wanted: list) -> None:
+        want = {(e["vlan"], parse_mac(e["mac"])): e["port"] for e in wanted}
+        have = {k: e for k, e in br.macs.entries.items() if e.static}
+        now = self.datapath.clock()
+        for key, entry in have.items():
+            if want.get(key) != entry.port.name:
+                br.macs.delete(*key)
+        for (vlan, mac), port_name in want.items():
+            port = br.ports.get(port_name)
+            current = br.macs.entries.get((vlan, mac))
+            if port is not None and not (current and current.static and current.port is port):
+                br.macs.add_static(vlan, mac, port, now)
 
     def _resolve(self) -> None:
         """Let ports that refer to other ports (patch peers) re-check them."""
@@ -226,6 +320,7 @@ class Switch:
         br.add_port(port)
         self.ports[name] = port
         self.datapath.attach(port)
+        self._read_link(netdev)
         log.info("port added", bridge=br.name, port=name, type=conf["type"])
         self._notify("port-added", bridge=br.name, port=name)
 
@@ -248,11 +343,48 @@ class Switch:
         log.info("bridge removed", bridge=name)
         self._notify("bridge-removed", bridge=name)
 
-    def set_state(self, port: Port, up: bool, reason: str = "") -> None:
-        if port.bridge.set_port_state(port, up, reason):
-            state = "up" if up else "down"
-            log.info("port state", bridge=port.bridge.name, port=port.name, state=state, reason=reason)
-            self._notify("port-state", bridge=port.bridge.name, port=port.name, state=state, reason=reason)
+    def set_state(self, port: Port, link_up: bool, reason: str = "") -> None:
+        """The port's link went up or down; admin state is applied by the bridge."""
+        if port.bridge.set_port_state(port, link_up, reason):
+            state = "up" if port.up else "down"
+            log.info("port state", bridge=port.bridge.name, port=port.name, state=state,
+                     reason=port.reason)
+            self._notify("port-state", bridge=port.bridge.name, port=port.name, state=state,
+                         reason=port.reason)
+
+    @staticmethod
+    def _read_link(netdev) -> None:
+        device = netdev.kernel_device()
+        flags = linkmon.query(device) if device else None
+        if flags is not None:
+            netdev.link = LinkStatus(*linkmon.link_state(flags))
+
+    def link_event(self, name: str, index: int, flags: int, deleted: bool) -> None:
+        """rtnetlink news about device `name` (see ovslite.linkmon)."""
+        port = self.ports.get(name)
+        if port is None or port.netdev.kernel_device() != name:
+            return
+        netdev = port.netdev
+        if deleted:
+            if name not in self.unopened:
+                self.datapath.detach(port)
+                netdev.close()
+                self.unopened[name] = f"interface {name} was removed"
+                log.warning("port device removed", bridge=port.bridge.name, port=name)
+            self.set_state(port, False, self.unopened[name])
+            return
+        if name in self.unopened:
+            if netdev.creates_device:
+                return  # ours, and gone: a namesake is not ours to take
+            try:
+                netdev.open()
+            except NetdevError:
+                return
+            del self.unopened[name]
+            self.datapath.attach(port)
+            log.info("port device back", bridge=port.bridge.name, port=name)
+        netdev.link = LinkStatus(*linkmon.link_state(flags))
+        self.set_state(port, netdev.link.up, netdev.link.reason)
 
     def _notify(self, event: str, **fields) -> None:
         for listener in self.listeners:

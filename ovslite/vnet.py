@@ -58,3 +58,35 @@ def parse_mac(text: str) -> bytes:
         return bytes(int(p, 16) for p in parts)
     except ValueError:
         raise ValueError(f"invalid MAC address {text!r} (expected aa:bb:cc:dd:ee:ff)") from None
+
+
+# -- 802.1Q tags. Each keeps the offload metadata true: csum_start and hdr_len
+# count from the start of the frame, so they move with the 4 bytes of a tag.
+
+TPID_8021Q = 0x8100
+_TAG = struct.Struct("!HH")
+
+
+def _shift_hdr(packet: bytes, delta: int) -> bytes:
+    flags, gso_type, hdr_len, gso_size, csum_start, csum_offset = VNET_HDR.unpack_from(packet)
+    if flags & VIRTIO_NET_HDR_F_NEEDS_CSUM:
+        csum_start += delta
+    if hdr_len:
+        hdr_len += delta
+    return VNET_HDR.pack(flags, gso_type, hdr_len, gso_size, csum_start, csum_offset)
+
+
+def push_tag(packet: bytes, tci: int, tpid: int = TPID_8021Q) -> bytes:
+    """Insert an 802.1Q tag (TCI = PCP/DEI/VID) after the MAC addresses."""
+    return _shift_hdr(packet, 4) + packet[10:22] + _TAG.pack(tpid, tci) + packet[22:]
+
+
+def strip_tag(packet: bytes) -> bytes:
+    """Remove the outer 802.1Q tag."""
+    return _shift_hdr(packet, -4) + packet[10:22] + packet[26:]
+
+
+def set_vid(packet: bytes, vid: int) -> bytes:
+    """Rewrite the outer tag's VLAN id, keeping its priority bits."""
+    tci = ((packet[24] << 8 | packet[25]) & 0xF000) | vid
+    return packet[:24] + tci.to_bytes(2, "big") + packet[26:]

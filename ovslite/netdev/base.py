@@ -48,6 +48,8 @@ class Netdev:
     def __init__(self, name: str, options: dict[str, str] | None = None):
         self.name = name
         self.config = dict(options or {})
+        #: the device's link state as the link monitor last reported it
+        self.link = LinkStatus(True)
 
     # -- lifecycle -----------------------------------------------------------
     def open(self) -> None:
@@ -96,10 +98,21 @@ class Netdev:
         types refer to nothing and do nothing; status() reflects the outcome.
         """
 
+    def set_mtu(self, mtu: int | None) -> None:
+        """Set the device's MTU (None: leave it). Raises NetdevError.
+
+        Types without a kernel device accept any value: ovslite enforces the
+        limit on egress itself (ovslite.datapath).
+        """
+
     # -- state ---------------------------------------------------------------
     def status(self) -> LinkStatus:
         """Whether the port can carry frames now, and if not, why."""
         return LinkStatus(True)
+
+    def kernel_device(self) -> str | None:
+        """The device in the daemon's namespace whose link state this port follows."""
+        return None
 
     def info(self) -> dict[str, str]:
         """Type-specific facts for `show` (ifindex, peer, namespace...)."""

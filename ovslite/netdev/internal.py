@@ -104,7 +104,11 @@ class InternalNetdev(TapIO, Netdev):
         self.close_fd()
 
     def status(self) -> LinkStatus:
-        return LinkStatus(self.fd is not None, "" if self.fd is not None else "not open")
+        return LinkStatus(False, "not open") if self.fd is None else self.link
+
+    def kernel_device(self) -> str | None:
+        # In a container's namespace its state is not watched: it was set up there.
+        return None if "netns" in self.settings else self.name
 
     def info(self) -> dict[str, str]:
         info = {}

@@ -73,17 +73,6 @@ def setup_rings(sock: socket.socket) -> mmap.mmap:
                      mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
 
 
-def insert_tag(pkt: bytes, tpid: int, tci: int) -> bytes:
-    """Put a VLAN tag the kernel took out back into the frame (and fix csum_start)."""
-    flags, gso_type, hdr_len, gso_size, csum_start, csum_offset = vnet.VNET_HDR.unpack_from(pkt)
-    if flags & vnet.VIRTIO_NET_HDR_F_NEEDS_CSUM:
-        csum_start += 4
-    if hdr_len:
-        hdr_len += 4
-    head = vnet.VNET_HDR.pack(flags, gso_type, hdr_len, gso_size, csum_start, csum_offset)
-    return head + pkt[VNET : VNET + 12] + struct.pack("!HH", tpid, tci) + pkt[VNET + 12 :]
-
-
 class RingIO:
     """Batch receive and send over a packet socket with mapped rings."""
 
@@ -121,7 +110,7 @@ class RingIO:
             if pkt is None:
                 continue
             if status & TP_STATUS_VLAN_VALID:
-                pkt = insert_tag(pkt, tpid if status & TP_STATUS_VLAN_TPID_VALID else ETH_P_8021Q, tci)
+                pkt = vnet.push_tag(pkt, tci, tpid if status & TP_STATUS_VLAN_TPID_VALID else ETH_P_8021Q)
             append(pkt)
         self._rx = i
         return out

@@ -112,9 +112,18 @@ class SystemNetdev(RingIO, Netdev):
             self.sock = None
 
     def status(self) -> LinkStatus:
-        if self.sock is None:
-            return LinkStatus(False, "not open")
-        return LinkStatus(True)
+        return LinkStatus(False, "not open") if self.sock is None else self.link
+
+    def kernel_device(self) -> str | None:
+        return self.name
+
+    def set_mtu(self, mtu: int | None) -> None:
+        if mtu is None:
+            return
+        try:
+            rtnl.call(lambda ipr: ipr.link("set", index=self.ifindex, mtu=mtu))
+        except Exception as exc:
+            raise NetdevError(f"cannot set the MTU of {self.name} to {mtu}: {exc}") from None
 
     def info(self) -> dict[str, str]:
         return {"ifindex": str(self.ifindex)}

@@ -32,7 +32,10 @@ class TapNetdev(TapIO, Netdev):
         self.close_fd()
 
     def status(self) -> LinkStatus:
-        return LinkStatus(self.fd is not None, "" if self.fd is not None else "not open")
+        return LinkStatus(False, "not open") if self.fd is None else self.link
+
+    def kernel_device(self) -> str | None:
+        return self.name
 
     def info(self) -> dict[str, str]:
         return {"created": "yes" if self.created else "no"}

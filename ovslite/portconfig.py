@@ -1,0 +1,129 @@
+"""Per-port switching settings: parsing, validation and defaults.
+
+Settings arrive as strings (`set-port P tag=10 trunks=10,20-30`) and are kept
+typed in the database under a port's "settings". Every error is a ValueError
+with a one-line message naming the setting.
+
+VLAN modes follow Open vSwitch (ovs-vswitchd.conf.db, Port table):
+- access: untagged frames enter VLAN `tag`; tagged frames (VID != 0) are dropped;
+  frames leave untagged.
+- trunk: tagged frames of the VLANs in `trunks` (all if empty) enter their VLAN;
+  untagged frames are VLAN 0 (dropped if `trunks` is set and lacks 0); frames
+  leave tagged, VLAN 0 untagged.
+- native-tagged / native-untagged: a trunk whose untagged frames enter VLAN
+  `tag` (the native VLAN), which leaves tagged or untagged respectively.
+Without `vlan_mode`: access if `tag` is set, else trunk (as OVS).
+"""
+
+from __future__ import annotations
+
+VLAN_MODES = ("access", "trunk", "native-tagged", "native-untagged")
+BOOL_SETTINGS = ("learning", "flood", "mcast-flood", "bcast-flood", "isolated")
+DEFAULTS = {"learning": True, "flood": True, "mcast-flood": True, "bcast-flood": True,
+            "isolated": False, "admin": "up"}
+KNOWN = ("tag", "trunks", "vlan-mode", *BOOL_SETTINGS, "admin", "mtu", "storm-control")
+
+
+def _bool(key: str, text) -> bool:
+    if isinstance(text, bool):
+        return text
+    value = str(text).lower()
+    if value in ("on", "true", "yes", "1"):
+        return True
+    if value in ("off", "false", "no", "0"):
+        return False
+    raise ValueError(f"{key}: expected on or off, not {text!r}")
+
+
+def _vid(key: str, text) -> int:
+    try:
+        vid = int(text)
+    except (TypeError, ValueError):
+        raise ValueError(f"{key}: {text!r} is not a VLAN number") from None
+    if not 0 <= vid <= 4094:
+        raise ValueError(f"{key}: VLAN {vid} is out of range (0-4094)")
+    return vid
+
+
+def parse_trunks(text) -> list[int]:
+    """'10,20-22' -> [10, 20, 21, 22]; '' -> [] (all VLANs)."""
+    if isinstance(text, list):
+        return sorted({_vid("trunks", v) for v in text})
+    out: set[int] = set()
+    for part in str(text).replace(" ", "").split(","):
+        if not part:
+            continue
+        lo, sep, hi = part.partition("-")
+        if sep:
+            a, b = _vid("trunks", lo), _vid("trunks", hi)
+            if a > b:
+                raise ValueError(f"trunks: range {part!r} runs backwards")
+            out.update(range(a, b + 1))
+        else:
+            out.add(_vid("trunks", part))
+    return sorted(out)
+
+
+def _positive(key: str, text, lo: int, hi: int) -> int:
+    try:
+        value = int(text)
+    except (TypeError, ValueError):
+        raise ValueError(f"{key}: {text!r} is not a number") from None
+    if not lo <= value <= hi:
+        raise ValueError(f"{key}: {value} is out of range ({lo}-{hi})")
+    return value
+
+
+def parse(settings: dict) -> dict:
+    """Validate and type `settings` (strings or typed values); ValueError if bad.
+
+    An empty string removes a setting (back to its default).
+    """
+    out: dict = {}
+    for key, raw in settings.items():
+        if key not in KNOWN:
+            raise ValueError(f"unknown port setting {key!r} (known: {', '.join(KNOWN)})")
+        if raw == "" or raw is None:
+            out[key] = None
+        elif key == "tag":
+            out[key] = _vid(key, raw)
+        elif key == "trunks":
+            out[key] = parse_trunks(raw)
+        elif key == "vlan-mode":
+            if raw not in VLAN_MODES:
+                raise ValueError(f"vlan-mode: expected one of {', '.join(VLAN_MODES)}, not {raw!r}")
+            out[key] = raw
+        elif key in BOOL_SETTINGS:
+            out[key] = _bool(key, raw)
+        elif key == "admin":
+            if raw not in ("up", "down"):
+                raise ValueError(f"admin: expected up or down, not {raw!r}")
+            out[key] = raw
+        elif key == "mtu":
+            out[key] = _positive(key, raw, 68, 65535)
+        elif key == "storm-control":
+            out[key] = _positive(key, raw, 1, 100_000_000)
+    return out
+
+
+def merge(current: dict, changes: dict) -> dict:
+    """`current` with `changes` applied (None removes); checks the VLAN combination."""
+    merged = {k: v for k, v in {**current, **changes}.items() if v is not None}
+    check_vlans(merged)
+    return merged
+
+
+def check_vlans(s: dict) -> None:
+    mode = vlan_mode(s)
+    if mode == "access" and "tag" not in s:
+        raise ValueError("vlan-mode access needs a tag")
+    if mode.startswith("native") and "tag" not in s:
+        raise ValueError(f"vlan-mode {mode} needs a tag (the native VLAN)")
+    if mode == "trunk" and "tag" in s:
+        raise ValueError("vlan-mode trunk takes no tag (use native-tagged or native-untagged)")
+    if mode == "access" and s.get("trunks"):
+        raise ValueError("vlan-mode access takes no trunks")
+
+
+def vlan_mode(s: dict) -> str:
+    return s.get("vlan-mode") or ("access" if "tag" in s else "trunk")
