@@ -128,8 +128,11 @@ class Port:
         mode = self.mode
         if mode == "access":
             return False if vlan == self.tag else None
-        if mode != "trunk" and vlan == self.tag:
-            return mode == "native-tagged"
+        if mode != "trunk":
+            if vlan == self.tag:
+                return mode == "native-tagged"
+            if vlan == 0:
+                return None  # as OVS: a native port's untagged frames belong to its tag
         if self.trunks is not None and vlan not in self.trunks:
             return None
         return vlan != 0
@@ -219,6 +222,8 @@ class Bridge:
     def ingress_vlan(self, in_port: Port, pkt) -> tuple[int | None, bool, int]:
         """(VLAN or None to drop, frame has a tag, the tag's VID) for one packet."""
         if pkt[22] == 0x81 and pkt[23] == 0:
+            if len(pkt) < MIN_PACKET_LEN + 4:
+                return None, True, 0  # a tag cut short: dropped, never read past the end
             vid = (pkt[24] & 0x0F) << 8 | pkt[25]
             if vid:
                 ok = in_port.tagged_ok
@@ -242,13 +247,16 @@ class Bridge:
         tagged_ok = in_port.tagged_ok
         cur_vlan = reach = None
         last_src = last_vlan = None
-        runts = vlan_drops = storm_drops = 0
+        runts = vlan_drops = storm_drops = unreachable = 0
         for pkt in packets:
             if len(pkt) < MIN_PACKET_LEN:
                 runts += 1
                 continue
             # ingress_vlan(), inlined: this loop runs once per frame
             if pkt[22] == 0x81 and pkt[23] == 0:
+                if len(pkt) < MIN_PACKET_LEN + 4:
+                    runts += 1
+                    continue
                 has_tag = True
                 vid = (pkt[24] & 0x0F) << 8 | pkt[25]
                 if not vid:
@@ -281,7 +289,9 @@ class Bridge:
                     out = entry.port
                     tagged = reach.unicast.get(out)
                     if tagged is None:
-                        continue  # behind the ingress port, down, isolated or off this VLAN
+                        if out is not in_port:  # behind the ingress port: just filtered
+                            unreachable += 1  # down, isolated, or off this VLAN
+                        continue
                     if (has_tag and vid == vlan) if tagged else not has_tag:
                         q = pkt
                     else:
@@ -294,10 +304,10 @@ class Bridge:
                     continue
                 targets = reach.unknown
             # Flooded: broadcast, multicast or unknown unicast, which storm control limits.
-            if storm is not None and not storm.take(now):
+            if storm is not None and targets and not storm.take(now):
                 storm_drops += 1
                 continue
-            self._emit(outputs, targets, pkt, vlan, has_tag, vid)
+            self.emit(outputs, targets, pkt, vlan, has_tag, vid)
         stats = in_port.stats
         if runts:
             stats.drop("runt", runts)
@@ -305,10 +315,12 @@ class Bridge:
             stats.drop("vlan", vlan_drops)
         if storm_drops:
             stats.drop("storm-control", storm_drops)
+        if unreachable:
+            stats.drop("unreachable", unreachable)
         return outputs
 
     @staticmethod
-    def _emit(outputs: dict, targets, pkt, vlan: int, has_tag: bool, vid: int) -> None:
+    def emit(outputs: dict, targets, pkt, vlan: int, has_tag: bool, vid: int) -> None:
         """Append `pkt` to each target's list, in the form that target wants."""
         forms = None
         for out, tagged in targets:

@@ -65,6 +65,8 @@ class PatchNetdev(Netdev):
             reason = f"peer {self.peer} is on the same bridge"
         elif peer.netdev.peer != self.name:
             reason = f"peer {self.peer} is patched to {peer.netdev.peer or 'nothing'}"
+        elif not peer.admin_up:  # a cable whose far end is shut: no link on this end
+            reason = f"peer {self.peer} is administratively down"
         else:
             reason = ""
         if reason:
