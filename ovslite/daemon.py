@@ -1,4 +1,12 @@
-"""ovslited: the daemon. Loads the database, opens ports, serves the control socket."""
+"""ovslited: the daemon. Loads the database, opens ports, serves the control socket.
+
+Stopping (SIGTERM, SIGINT): without systemd every port is closed and the
+devices the daemon created go with it. Under systemd the ports are handed
+over instead (ovslite.handover): their fds stay in the fd store, so a restart
+finds the devices and the frames queued meanwhile, and `systemctl stop`, which
+empties the store, removes them. SIGUSR2: restart in place (exec), handing
+the ports over the same way, with or without systemd.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +19,7 @@ import sys
 
 import structlog
 
-from . import __version__, sdnotify
+from . import __version__, handover, sdnotify
 from . import log as logmod
 from .control.server import ControlServer, ControlSocketError
 from .datapath import Datapath
@@ -44,12 +52,18 @@ class Daemon:
         self.args = args
         self.stopping: asyncio.Event | None = None
         self._status_pending = False
+        #: SIGUSR2 came: exec ourselves once the loop is done
+        self.restart_requested = False
+        #: the fds to pass on by exec ({fd name: fds}), once run() returned
+        self.exec_fds: dict[str, list[int]] | None = None
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         self.stopping = asyncio.Event()
+        inherited = handover.Handover.from_environment()  # fds 3..: before anything else
         datapath = Datapath(loop)
         switch = Switch(ConfigDB(self.args.db), datapath)
+        switch.handover = inherited
         server = ControlServer(switch, self.args.socket, loop)
         server.open()  # refuse early if another daemon owns the socket
         links = LinkMonitor(loop, switch.link_event)  # before ports open: no event is missed
@@ -59,17 +73,20 @@ class Daemon:
         except DatabaseError:
             links.close()
             server.close()
-            raise
+            raise  # handed-over fds stay in the fd store for the next try
+        inherited.close_unclaimed()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self._reload, switch)
+        loop.add_signal_handler(signal.SIGUSR2, self._restart_in_place)
         timers = loop.create_task(self._timers(switch, datapath))
         tasks = [timers]
         interval = sdnotify.watchdog_interval()
         if interval is not None:
             tasks.append(loop.create_task(self._watchdog(interval)))
         log.info("started", db=self.args.db, socket=self.args.socket,
-                 bridges=len(switch.bridges), ports=len(switch.ports))
+                 bridges=len(switch.bridges), ports=len(switch.ports),
+                 reattached=inherited.claimed)
         sdnotify.ready(_status(switch))
 
         def on_change(event: str, **_) -> None:
@@ -79,16 +96,33 @@ class Daemon:
         try:
             await self.stopping.wait()
         finally:
-            sdnotify.stopping("stopping")
+            if self.restart_requested:
+                sdnotify.reloading("restarting in place")
+            else:
+                sdnotify.stopping("stopping")
             switch.listeners.remove(on_change)
             for task in tasks:
                 task.cancel()
             server.close()
             links.close()
-            switch.shutdown()
+            if self.restart_requested or inherited.store:
+                named = handover.prepare(list(switch.ports.values()), inherited, datapath)
+                log.info("ports handed over", ports=len(named),
+                         fds=sum(len(fds) for fds in named.values()),
+                         to="exec" if self.restart_requested else "the systemd fd store")
+            if self.restart_requested:
+                self.exec_fds = named  # main() execs once the loop is closed
+            else:
+                switch.shutdown()  # closes our copies; with a hand-over, stored fds stay
             datapath.close()
             log.info("stopped")
         return 0
+
+    def _restart_in_place(self) -> None:
+        """SIGUSR2: hand the ports over to a fresh exec of ourselves."""
+        log.info("restart in place requested")
+        self.restart_requested = True
+        self.stopping.set()
 
     async def _timers(self, switch: Switch, datapath: Datapath) -> None:
         while True:
@@ -153,10 +187,14 @@ def _socket_group(path: str) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     logmod.configure(args.log_format, args.log_level)
+    daemon = Daemon(args)
     try:
         import uvloop
 
-        return uvloop.run(Daemon(args).run())
+        rc = uvloop.run(daemon.run())
+        if daemon.exec_fds is not None:
+            handover.restart_in_place(daemon.exec_fds)  # returns only if exec failed
+        return rc
     except (DatabaseError, ControlSocketError) as exc:
         print(f"ovslited: {exc}", file=sys.stderr)
         return 1
@@ -165,6 +203,11 @@ def main(argv=None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except OSError as exc:
+        if daemon.exec_fds is None:
+            raise
+        print(f"ovslited: cannot restart in place: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

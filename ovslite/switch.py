@@ -51,6 +51,9 @@ class Switch:
         self.unopened: dict[str, str] = {}
         #: called as listener(event, **fields) for monitors
         self.listeners: list = []
+        #: restarts (ovslite.handover.Handover), set by the daemon: fds handed
+        #: over by the previous instance, and the fd store of this one
+        self.handover = None
 
     # -- start and stop -----------------------------------------------------
     def load(self) -> None:
@@ -109,7 +112,9 @@ class Switch:
         type: str = "system",
         options: dict[str, str] | None = None,
         may_exist: bool = False,
+        settings: dict | None = None,
     ) -> None:
+        """Add a port; `settings` (as for set_port) are applied with it, atomically."""
         _name(name, "port")
         if bridge not in self.desired["bridges"]:
             raise SwitchError(errno.ENOENT, f"no bridge named {bridge}")
@@ -128,8 +133,14 @@ class Switch:
         unknown = set(options) - cls.options
         if unknown:
             raise SwitchError(errno.EINVAL, f"port type {type} has no option {sorted(unknown)[0]!r}")
+        conf = {"type": type, "options": options}
+        if settings:
+            try:
+                conf["settings"] = portconfig.merge({}, portconfig.parse(settings))
+            except ValueError as exc:
+                raise SwitchError(errno.EINVAL, f"port {name}: {exc}") from None
         new = dbmod.clone(self.desired)
-        new["bridges"][bridge]["ports"][name] = {"type": type, "options": options}
+        new["bridges"][bridge]["ports"][name] = conf
         self._commit(new, strict=name)
 
     def del_port(self, name: str, bridge: str | None = None, if_exists: bool = False) -> None:
@@ -178,7 +189,7 @@ class Switch:
                 value = float(text) if key == "mac-aging-time" else int(text)
             except ValueError:
                 raise SwitchError(errno.EINVAL, f"{key}: {text!r} is not a number") from None
-            if value <= 0:
+            if not 0 < value < float("inf"):  # also refuses nan
                 raise SwitchError(errno.EINVAL, f"{key}: must be positive")
             config[key] = value
         new = dbmod.clone(self.desired)
@@ -276,9 +287,13 @@ class Switch:
         mtu = settings.get("mtu")
         if mtu != port.settings.get("mtu") and port.name not in self.unopened:
             port.netdev.set_mtu(mtu)  # NetdevError: the commit is undone
+        before = (port.up, port.reason)
         port.bridge.configure_port(port, settings)
         log.info("port settings", bridge=port.bridge.name, port=port.name, **settings)
         self._notify("port-settings", bridge=port.bridge.name, port=port.name)
+        if (port.up, port.reason) != before:  # admin=up/down
+            self._notify("port-state", bridge=port.bridge.name, port=port.name,
+                         state="up" if port.up else "down", reason=port.reason)
 
     def _sync_statics(self, br: Bridge, wanted: list) -> None:
         want = {(e["vlan"], parse_mac(e["mac"])): e["port"] for e in wanted}
@@ -305,10 +320,16 @@ class Switch:
     def _add_port(self, br: Bridge, name: str, conf: dict, strict: bool) -> None:
         netdev = netdev_class(conf["type"])(name, conf.get("options", {}))
         port = Port(name, conf["type"], netdev)
+        netdev.changed = lambda: self._netdev_changed(port)
+        inherited = self.handover.claim(name) if self.handover is not None else []
         try:
-            netdev.open()
+            if inherited:
+                netdev.open(inherited)  # re-attach to what the previous instance left
+            else:
+                netdev.open()
         except NetdevError as exc:
             netdev.close()
+            self._handover_closed(port)
             if strict:
                 raise
             br.add_port(port)
@@ -320,6 +341,7 @@ class Switch:
         br.add_port(port)
         self.ports[name] = port
         self.datapath.attach(port)
+        self._handover_opened(port)
         self._read_link(netdev)
         log.info("port added", bridge=br.name, port=name, type=conf["type"])
         self._notify("port-added", bridge=br.name, port=name)
@@ -329,6 +351,7 @@ class Switch:
         self.datapath.detach(port)
         self.datapath.taps.pop(port, None)
         port.netdev.close()
+        self._handover_closed(port)
         br.remove_port(name)
         self.ports.pop(name, None)
         self.unopened.pop(name, None)
@@ -342,6 +365,23 @@ class Switch:
         del self.bridges[name]
         log.info("bridge removed", bridge=name)
         self._notify("bridge-removed", bridge=name)
+
+    # -- restarts (ovslite.handover) -------------------------------------------
+    def _handover_opened(self, port: Port) -> None:
+        if self.handover is not None:
+            self.handover.opened(port.name, port.netdev.handover_fds())
+
+    def _handover_closed(self, port: Port) -> None:
+        if self.handover is not None:
+            self.handover.closed(port.name, getattr(port.netdev, "fds_hold_device", False))
+
+    def _netdev_changed(self, port: Port) -> None:
+        """The netdev's fd or hand-over fds changed (it finished re-attaching)."""
+        if self.ports.get(port.name) is not port or port.name in self.unopened:
+            return
+        self.datapath.detach(port)
+        self.datapath.attach(port)
+        self._handover_opened(port)
 
     def set_state(self, port: Port, link_up: bool, reason: str = "") -> None:
         """The port's link went up or down; admin state is applied by the bridge."""
@@ -369,6 +409,7 @@ class Switch:
             if name not in self.unopened:
                 self.datapath.detach(port)
                 netdev.close()
+                self._handover_closed(port)
                 self.unopened[name] = f"interface {name} was removed"
                 log.warning("port device removed", bridge=port.bridge.name, port=name)
             self.set_state(port, False, self.unopened[name])
@@ -382,12 +423,13 @@ class Switch:
                 return
             del self.unopened[name]
             self.datapath.attach(port)
+            self._handover_opened(port)
             log.info("port device back", bridge=port.bridge.name, port=name)
         netdev.link = LinkStatus(*linkmon.link_state(flags))
         self.set_state(port, netdev.link.up, netdev.link.reason)
 
     def _notify(self, event: str, **fields) -> None:
-        for listener in self.listeners:
+        for listener in list(self.listeners):  # a listener may remove itself
             listener(event, **fields)
 
     # -- periodic -----------------------------------------------------------

@@ -100,6 +100,33 @@ def nowhere(tmp_path):
     (["--timeout", "-1", "list-br"], "--timeout"),
     (["list-ports", "b" * 16], "invalid bridge name"),
     (["fdb-show"], "Missing argument"),
+    (["fdb-show", "br0", "--vlan", "4095"], "'--vlan'"),
+    (["set-port", "p1"], "set-port: Missing argument 'KEY=VALUE...'"),
+    (["set-port", "p1", "tag"], "invalid setting 'tag': expected key=value"),
+    (["set-port", "p1", "tag=1", "tag=2"], "setting 'tag' given more than once"),
+    (["set-port", "p1", "color=red"], "unknown port setting 'color'"),
+    (["set-port", "p1", "tag=x"], "tag: 'x' is not a VLAN number"),
+    (["set-port", "p1", "trunks=30-20"], "runs backwards"),
+    (["set-port", "p1", "vlan-mode=sideways"], "vlan-mode: expected one of"),
+    (["set-port", "p1", "learning=maybe"], "learning: expected on or off"),
+    (["set-port", "p1", "admin=sleeping"], "admin: expected up or down"),
+    (["set-port", "p1", "mtu=20"], "mtu: 20 is out of range"),
+    (["set-port", "p" * 16, "tag=1"], "invalid port name"),
+    (["add-port", "br0", "p1", "vlan-mode=access"], "vlan-mode access needs a tag"),
+    (["add-port", "br0", "p1", "tag=5000"], "out of range"),
+    (["set-br", "br0"], "Missing argument"),
+    (["set-br", "br0", "color=1"], "unknown bridge setting 'color'"),
+    (["set-br", "br0", "mac-aging-time=soon"], "mac-aging-time: 'soon' is not a number"),
+    (["set-br", "br0", "mac-aging-time=nan"], "must be positive"),
+    (["set-br", "br0", "mac-table-size=0"], "must be positive"),
+    (["set-br", "br0", "mac-table-size=1.5"], "is not a number"),
+    (["fdb-add", "br0", "02:00:00:00:00:01"], "Missing argument 'PORT'"),
+    (["fdb-add", "br0", "02:00:00:00:00:zz", "p1"], "invalid MAC address '02:00:00:00:00:zz'"),
+    (["fdb-add", "br0", "02:00:00:00:01", "p1"], "invalid MAC address"),
+    (["fdb-add", "br0", "02:00:00:00:00:01", "p1", "--vlan", "-1"], "'--vlan'"),
+    (["fdb-del", "br0", "nope"], "invalid MAC address 'nope'"),
+    (["fdb-flush", "br0", "--port", "a/b"], "contains '/'"),
+    (["fdb-stats"], "Missing argument"),
 ])
 def test_usage_errors(nowhere, args, text):
     one_line_error(run(*nowhere, *args), 2, text)
@@ -271,7 +298,7 @@ def test_show(server):
     (br,) = doc["bridges"]
     assert br["name"] == "br0"
     assert br["ports"][2] == {"name": "p2", "type": TYPE, "number": 3, "up": False,
-                              "reason": "no carrier", "options": {}}
+                              "reason": "no carrier", "options": {}, "settings": {}}
 
 
 def test_fdb_show(server):
@@ -321,6 +348,109 @@ def test_dump_ports(server):
     ports = json.loads(server("--format", "json", "dump-ports", "br0").stdout)
     assert ports[1]["name"] == "p1" and ports[1]["bridge"] == "br0"
     assert ports[1]["stats"]["tx_dropped"] == 1 and ports[1]["stats"]["drops"]["runt"] == 2
+
+
+def test_set_port_set_br_and_show(server):
+    server("add-br", "br0")
+    server("add-port", "br0", "p1", "--type", TYPE, "tag=10", "learning=off")
+    server("add-port", "br0", "p2", "--type", TYPE)
+    assert server("set-port", "p2", "vlan-mode=native-untagged", "tag=5", "trunks=7,20-22",
+                  "admin=down", "mtu=1400", "storm-control=100", "flood=on").stdout == ""
+    server("set-port", "p1", "learning=", "isolated=on")
+    server("set-br", "br0", "mac-aging-time=30.5", "mac-table-size=100")
+    assert server("show").stdout == (
+        "Bridge br0\n"
+        "    mac-aging-time: 30.5\n"
+        "    mac-table-size: 100\n"
+        "    Port br0\n"
+        "        type: internal\n"
+        "        state: up\n"
+        "    Port p1\n"
+        f"        type: {TYPE}\n"
+        "        state: up\n"
+        "        tag: 10\n"
+        "        isolated: on\n"
+        "    Port p2\n"
+        f"        type: {TYPE}\n"
+        "        state: down (administratively down)\n"
+        "        tag: 5\n"
+        "        trunks: 7,20-22\n"
+        "        vlan-mode: native-untagged\n"
+        "        admin: down\n"
+        "        mtu: 1400\n"
+        "        storm-control: 100\n"
+        'ovslite_version: "0.1.0"\n'
+    )
+    (br,) = json.loads(server("--format", "json", "show").stdout)["bridges"]
+    assert br["settings"] == {"mac-aging-time": "30.5", "mac-table-size": "100"}
+    assert br["ports"][1]["settings"] == {"tag": "10", "isolated": "on"}
+    server("set-br", "br0", "mac-aging-time=")
+    assert server.switch.bridge("br0").macs.aging == 300.0
+    p2 = json.loads(server("--format", "json", "dump-ports", "br0").stdout)[2]
+    assert p2["settings"]["mtu"] == "1400" and p2["reason"] == "administratively down"
+
+
+def test_config_refusals_are_one_line_exit_1(server):
+    server("add-br", "br0")
+    server("add-port", "br0", "p1", "--type", TYPE)
+    cases = [
+        (["set-port", "p9", "tag=1"], "ovslite-ctl: no port named p9"),
+        (["set-port", "p1", "vlan-mode=access"], "port p1: vlan-mode access needs a tag"),
+        (["set-port", "p1", "tag=3", "vlan-mode=trunk"], "vlan-mode trunk takes no tag"),
+        (["set-br", "nope", "mac-table-size=5"], "no bridge named nope"),
+        (["add-port", "br0", "p1", "--type", TYPE, "tag=3"], "already exists"),
+        (["fdb-add", "br0", "02:00:00:00:00:01", "p9"], "no port named p9 on bridge br0"),
+        (["fdb-add", "br0", "01:00:5e:00:00:01", "p1"], "01:00:5e:00:00:01 is a group address"),
+        (["fdb-add", "nope", "02:00:00:00:00:01", "p1"], "no bridge named nope"),
+        (["fdb-del", "br0", "02:00:00:00:00:01"], "no entry for 02:00:00:00:00:01 in VLAN 0"),
+        (["fdb-flush", "br0", "--port", "p9"], "no port named p9 on bridge br0"),
+        (["fdb-stats", "nope"], "no bridge named nope"),
+        (["fdb-show", "nope", "--vlan", "3"], "no bridge named nope"),
+    ]
+    for args, text in cases:
+        one_line_error(server(*args, code=1), 1, text)
+    assert server.switch.port("p1").settings == {}
+
+
+def test_fdb_commands(server):
+    server("add-br", "br0")
+    server("add-port", "br0", "p1", "--type", TYPE)
+    server("add-port", "br0", "p2", "--type", TYPE)
+    assert server("fdb-add", "br0", "02-00-00-00-00-AA", "p1", "--vlan", "10").stdout == ""
+    server("fdb-add", "br0", "2:0:0:0:0:bb", "p2")
+
+    def learn():
+        br = server.switch.bridge("br0")
+        br.macs.learn(0, bytes.fromhex("505400000001"), server.switch.port("p1"), 47.0)
+        br.macs.learn(10, bytes.fromhex("505400000002"), server.switch.port("p2"), 40.0)
+
+    server.call(learn)
+    assert server("fdb-show", "br0", "--vlan", "10").stdout == (
+        " port  VLAN  MAC                Age\n"
+        "   p1    10  02:00:00:00:00:aa  static\n"
+        "   p2    10  50:54:00:00:00:02   10\n"
+    )
+    assert len(json.loads(server("--format", "json", "fdb-show", "br0").stdout)) == 4
+    assert server("fdb-stats", "br0").stdout == (
+        'Statistics for bridge "br0":\n'
+        "  Current/maximum MAC entries in the table: 4/8192\n"
+        "  Current static MAC entries in the table : 2\n"
+        "  Total number of learned MAC entries     : 2\n"
+        "  Total number of expired MAC entries     : 0\n"
+        "  Total number of evicted MAC entries     : 0\n"
+        "  Total number of port moved MAC entries  : 0\n"
+        "  MAC aging time in seconds               : 300\n"
+    )
+    stats = json.loads(server("--format", "json", "fdb-stats", "br0").stdout)
+    assert stats == {"bridge": "br0", "entries": 4, "static": 2, "learned": 2, "moved": 0,
+                     "aged": 0, "evicted": 0, "max_entries": 8192, "aging_time": 300.0}
+    assert server("fdb-flush", "br0", "--port", "p2").stdout == "1 MAC entry flushed\n"
+    assert json.loads(server("--format", "json", "fdb-flush", "br0").stdout) == {
+        "bridge": "br0", "port": None, "flushed": 1}
+    assert server("fdb-flush", "br0").stdout == "0 MAC entries flushed\n"
+    server("fdb-del", "br0", "02:00:00:00:00:aa", "--vlan", "10")
+    assert [e["mac"] for e in json.loads(server("--format", "json", "fdb-show", "br0").stdout)] \
+        == ["02:00:00:00:00:bb"]
 
 
 def test_version_command(server):

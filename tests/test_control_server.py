@@ -265,6 +265,119 @@ def test_fdb(daemon, c):
     daemon_error(errno.ENOENT, c.fdb, "nope")
 
 
+def test_set_port_settings_show_in_dumps(daemon, c):
+    c.add_bridge("br0")
+    c.add_port("br0", "p1", TYPE)
+    c.set_port("p1", {"tag": "20", "vlan-mode": "native-untagged", "trunks": "10,30-32,11",
+                      "learning": "off", "flood": "on", "isolated": "yes", "mtu": "1400",
+                      "storm-control": "1000"})
+    want = {"tag": "20", "trunks": "10-11,30-32", "vlan-mode": "native-untagged",
+            "learning": "off", "isolated": "on", "mtu": "1400", "storm-control": "1000"}
+    assert c.ports("br0", "p1")[0]["settings"] == want  # flood=on is the default: not shown
+    assert c.bridges()[0]["ports"][1]["settings"] == want
+    assert c.bridges()[0]["ports"][0]["settings"] == {}
+    port = daemon.switch.port("p1")
+    assert (port.tag, port.learning, port.isolated, port.max_len is not None) == (20, False, True, True)
+    c.set_port("p1", {"admin": "down", "mtu": ""}, bridge="br0")
+    p1 = c.ports("br0", "p1")[0]
+    assert (p1["up"], p1["reason"]) == (False, "administratively down")
+    assert "mtu" not in p1["settings"] and p1["settings"]["admin"] == "down"
+    stored = ConfigDB(daemon.switch.db.path).load()["bridges"]["br0"]["ports"]["p1"]["settings"]
+    assert stored["trunks"] == [10, 11, 30, 31, 32] and stored["admin"] == "down"
+
+
+def test_set_port_refusals(c):
+    c.add_bridge("br0")
+    c.add_bridge("br1")
+    c.add_port("br0", "p1", TYPE)
+    assert "unknown port setting 'color'" in daemon_error(errno.EINVAL, c.set_port, "p1",
+                                                           {"color": "red"})
+    assert "tag: 'x' is not a VLAN number" in daemon_error(errno.EINVAL, c.set_port, "p1",
+                                                            {"tag": "x"})
+    assert "needs a tag" in daemon_error(errno.EINVAL, c.set_port, "p1", {"vlan-mode": "access"})
+    daemon_error(errno.EINVAL, c.set_port, "p1", {"learning": "maybe"})
+    daemon_error(errno.EINVAL, c.set_port, "p1", {"mtu": "20"})
+    assert daemon_error(errno.ENOENT, c.set_port, "p9", {"tag": "1"}) == "no port named p9"
+    daemon_error(errno.ENOENT, c.set_port, "p1", {"tag": "1"}, bridge="br1")
+    assert c.ports("br0", "p1")[0]["settings"] == {}
+
+
+def test_add_port_with_settings_is_atomic(daemon, c):
+    c.add_bridge("br0")
+    c.add_port("br0", "p1", TYPE, settings={"tag": "10", "learning": "off"})
+    assert c.ports("br0", "p1")[0]["settings"] == {"tag": "10", "learning": "off"}
+    stored = ConfigDB(daemon.switch.db.path).load()["bridges"]["br0"]["ports"]["p1"]
+    assert stored["settings"] == {"tag": 10, "learning": False}
+    assert "needs a tag" in daemon_error(errno.EINVAL, c.add_port, "br0", "p2", TYPE,
+                                         settings={"vlan-mode": "native-tagged"})
+    daemon_error(errno.EINVAL, c.add_port, "br0", "p2", TYPE, settings={"nope": "1"})
+    assert [p["name"] for p in c.ports("br0")] == ["br0", "p1"]  # p2 never half-added
+
+
+def test_set_bridge_and_fdb_stats(daemon, c):
+    c.add_bridge("br0")
+    c.add_port("br0", "p1", TYPE)
+    c.set_bridge("br0", {"mac-aging-time": "60", "mac-table-size": "2"})
+    assert c.bridges("br0")[0]["settings"] == {"mac-aging-time": "60", "mac-table-size": "2"}
+
+    def learn():
+        macs, p1 = daemon.switch.bridge("br0").macs, daemon.switch.port("p1")
+        for i in range(3):
+            macs.learn(0, bytes([2, 0, 0, 0, 0, i]), p1, 999.0)
+
+    daemon.lt.call(learn)
+    c.fdb_add("br0", "02:00:00:00:00:aa", "p1")
+    assert c.fdb_stats("br0") == {"entries": 3, "static": 1, "learned": 3, "moved": 0,
+                                  "aged": 0, "evicted": 1, "max_entries": 2, "aging_time": 60.0}
+    c.set_bridge("br0", {"mac-aging-time": "", "mac-table-size": ""})
+    assert c.bridges("br0")[0]["settings"] == {}
+    assert c.fdb_stats("br0")["aging_time"] == 300.0
+    assert "unknown bridge setting 'color'" in daemon_error(errno.EINVAL, c.set_bridge, "br0",
+                                                            {"color": "1"})
+    for bad in ("x", "-1", "0", "nan", "inf"):
+        daemon_error(errno.EINVAL, c.set_bridge, "br0", {"mac-aging-time": bad})
+    daemon_error(errno.EINVAL, c.set_bridge, "br0", {"mac-table-size": "1.5"})
+    daemon_error(errno.ENOENT, c.set_bridge, "nope", {"mac-table-size": "1"})
+    daemon_error(errno.ENOENT, c.fdb_stats, "nope")
+
+
+def test_fdb_add_del_flush_and_vlan_filter(daemon, c):
+    c.add_bridge("br0")
+    c.add_port("br0", "p1", TYPE)
+    c.add_port("br0", "p2", TYPE)
+    c.fdb_add("br0", "02:00:00:00:00:01", "p1")
+    c.fdb_add("br0", "02:00:00:00:00:02", "p2", vlan=10)
+
+    def learn():
+        macs = daemon.switch.bridge("br0").macs
+        macs.learn(10, bytes.fromhex("505400000001"), daemon.switch.port("p1"), 999.0)
+        macs.learn(0, bytes.fromhex("505400000002"), daemon.switch.port("p2"), 999.0)
+
+    daemon.lt.call(learn)
+    assert [(e["mac"], e["static"]) for e in c.fdb("br0", vlan=10)] == [
+        ("50:54:00:00:00:01", False), ("02:00:00:00:00:02", True)]
+    assert [e["mac"] for e in c.fdb("br0", vlan=0)] == ["02:00:00:00:00:01", "50:54:00:00:00:02"]
+    assert c.fdb("br0", vlan=7) == []
+    statics = ConfigDB(daemon.switch.db.path).load()["bridges"]["br0"]["config"]["static-macs"]
+    assert {e["mac"] for e in statics} == {"02:00:00:00:00:01", "02:00:00:00:00:02"}
+    assert c.fdb_flush("br0", "p1") == 1  # the learned one; statics stay
+    assert c.fdb_flush("br0") == 1
+    assert c.fdb_flush("br0") == 0
+    assert len(c.fdb("br0")) == 2
+    c.fdb_del("br0", "02:00:00:00:00:02", vlan=10)
+    assert [e["mac"] for e in c.fdb("br0")] == ["02:00:00:00:00:01"]
+    msg = daemon_error(errno.ENOENT, c.fdb_del, "br0", "02:00:00:00:00:02", vlan=10)
+    assert msg == "no entry for 02:00:00:00:00:02 in VLAN 10 on bridge br0"
+    assert "group address" in daemon_error(errno.EINVAL, c.fdb_add, "br0", "01:00:5e:00:00:01", "p1")
+    daemon_error(errno.ENOENT, c.fdb_add, "br0", "02:00:00:00:00:03", "p9")
+    daemon_error(errno.ENOENT, c.fdb_add, "nope", "02:00:00:00:00:03", "p1")
+    assert "out of range" in daemon_error(errno.EINVAL, c.fdb_add, "br0", "02:00:00:00:00:03",
+                                          "p1", vlan=4095)
+    daemon_error(errno.EINVAL, c.fdb, "br0", vlan=5000)
+    daemon_error(errno.ENOENT, c.fdb_flush, "br0", "p9")
+    daemon_error(errno.ENOENT, c.fdb_flush, "nope")
+
+
 def test_handler_exception_is_eio_and_server_lives_on(daemon, c, monkeypatch):
     def explode(*args, **kwargs):
         raise RuntimeError("kaboom")

@@ -80,6 +80,17 @@ REQUESTS = [
     (Cmd.DEL_PORT, {"bridge": "br0", "port": "p1", "if_exists": True}),
     (Cmd.GET_PORT, {"bridge": "br0"}),
     (Cmd.GET_FDB, {"bridge": "br0"}),
+    (Cmd.GET_FDB, {"bridge": "br0", "vlan": 0}),
+    (Cmd.SET_BR, {"bridge": "br0", "settings": {"mac-aging-time": "60", "mac-table-size": ""}}),
+    (Cmd.ADD_PORT, {"bridge": "br0", "port": "p1", "settings": {"tag": "10", "trunks": "1,2-3"}}),
+    (Cmd.SET_PORT, {"port": "p1", "settings": {"learning": "off"}}),
+    (Cmd.SET_PORT, {"bridge": "br0", "port": "p1", "settings": {}}),
+    (Cmd.FDB_ADD, {"bridge": "br0", "mac": "02:00:00:00:00:0a", "port": "p1", "vlan": 4094}),
+    (Cmd.FDB_DEL, {"bridge": "br0", "mac": "02:00:00:00:00:0a"}),
+    (Cmd.FDB_FLUSH, {"bridge": "br0", "port": "p1"}),
+    (Cmd.FDB_STATS, {"bridge": "br0"}),
+    (Cmd.MONITOR, {}),
+    (Cmd.MONITOR, {"bridge": "br0", "groups": int(m.McGroup.FDB | m.McGroup.STATE)}),
 ]
 
 
@@ -115,6 +126,15 @@ REPLIES = [
                               "drops": {"runt": 3, "tx-failed": 7}}}),
     (Cmd.GET_FDB, {"port": "p1", "port_no": 2, "vlan": 0, "mac": "50:54:00:00:00:0a",
                    "age": 12, "static": True}),
+    (Cmd.GET_PORT, {"bridge": "br0", "port": "p1", "settings": {"tag": "5", "admin": "down"}}),
+    (Cmd.FDB_FLUSH, {"bridge": "br0", "count": 7}),
+    (Cmd.FDB_STATS, {"bridge": "br0", "counters": {"entries": 2, "learned": 2**40},
+                     "settings": {"mac-aging-time": "300", "mac-table-size": "8192"}}),
+    (Cmd.MONITOR, {"event": "port-state", "time": 2**62, "bridge": "br0", "port": "p1", "up": 0,
+                   "reason": "no carrier"}),
+    (Cmd.MONITOR, {"event": "lost", "time": 1, "dropped": 12345}),
+    (Cmd.MONITOR, {"event": "fdb", "bridge": "br0",
+                   "fdb_events": m.pack_fdb_event(1, 5, 0, b"\x02" * 6, "p1", "")}),
 ]
 
 
@@ -126,6 +146,19 @@ def test_reply_round_trip(cmd, values, multi):
     assert (reply.kind, reply.seq) == ("message", 9)
     assert bool(reply.flags & NLM_F_MULTI) == multi
     assert reply.values == values
+
+
+def test_fdb_event_records():
+    blob = (m.pack_fdb_event(2, 10**18, 4094, bytes.fromhex("02000000000a"), "p" * 15, "old")
+            + m.pack_fdb_event(4, 7, 0, bytes.fromhex("02000000000b"), "p2", ""))
+    assert m.FDB_EVENT.size == 52 and len(blob) == 104
+    assert m.unpack_fdb_events(blob) == [
+        {"time": 10**18, "event": "mac-moved", "vlan": 4094, "mac": "02:00:00:00:00:0a",
+         "port": "p" * 15, "old_port": "old"},
+        {"time": 7, "event": "mac-evicted", "vlan": 0, "mac": "02:00:00:00:00:0b", "port": "p2"}]
+    with pytest.raises(ProtocolError, match="not a whole number of 52-byte records") as exc:
+        m.unpack_fdb_events(blob[:-1])
+    assert exc.value.errno == errno.EPROTO
 
 
 def test_ack_layout_is_the_kernels_capped_ack():
@@ -227,7 +260,7 @@ def test_not_a_request():
     refused(bytes(data), errno.EINVAL, "NLM_F_REQUEST")
 
 
-@pytest.mark.parametrize("cmd", [0, 2, 13, 23, 31, 41, 42, 99, 255])
+@pytest.mark.parametrize("cmd", [0, 2, 14, 24, 35, 43, 99, 255])
 def test_unknown_or_reserved_command(cmd):
     data = bytearray(req())
     data[16] = cmd
@@ -269,6 +302,11 @@ def test_attribute_type_zero():
     (Cmd.ADD_PORT, {"port": "p1"}, "OVSLITE_ATTR_BRIDGE"),
     (Cmd.DEL_PORT, {"bridge": "br0"}, "OVSLITE_ATTR_PORT"),
     (Cmd.GET_FDB, {}, "OVSLITE_ATTR_BRIDGE"),
+    (Cmd.SET_BR, {"bridge": "br0"}, "OVSLITE_ATTR_SETTINGS"),
+    (Cmd.SET_PORT, {"settings": {"tag": "1"}}, "OVSLITE_ATTR_PORT"),
+    (Cmd.FDB_ADD, {"bridge": "br0", "port": "p1"}, "OVSLITE_ATTR_MAC"),
+    (Cmd.FDB_DEL, {"mac": "02:00:00:00:00:01"}, "OVSLITE_ATTR_BRIDGE"),
+    (Cmd.FDB_STATS, {}, "OVSLITE_ATTR_BRIDGE"),
 ])
 def test_missing_attribute(cmd, values, missing):
     refused(m.encode_request(cmd, values, 1), errno.EINVAL, f"missing attribute {missing}")
@@ -382,6 +420,11 @@ def test_dispatch_ack_and_switch_errors(server):
 def test_dispatch_handler_crash_is_eio(server):
     reply = one_error(dispatch(server, req(Cmd.ADD_PORT, {"bridge": "b", "port": "p"})), errno.EIO)
     assert "boom" in reply.message
+
+
+def test_dispatch_stream_needs_a_connection(server):
+    reply = one_error(dispatch(server, req(Cmd.MONITOR, {})), errno.EOPNOTSUPP)
+    assert reply.message == "MONITOR needs a connection"
 
 
 def test_dispatch_dump(server):

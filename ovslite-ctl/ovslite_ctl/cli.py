@@ -9,25 +9,29 @@ before anything is sent, so an invalid name never reaches the daemon.
 Errors are exactly one line on stderr, "ovslite-ctl: ...", never a traceback.
 Exit status: 0 success; 1 the daemon refused the request, could not be
 reached or did not answer in time; 2 usage error (bad option, argument, name
-or key=value). `--format json` affects the listing commands only.
+or key=value). `--format json` affects the listing commands and `monitor`.
+
+Commands live here, in fdb.py (fdb-*), monitor.py, capture.py and trace.py;
+common.py has the shared context and argument checks.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-from dataclasses import dataclass
 
 import click
 
 from ovslite import __version__
-from ovslite.names import check_ifname
 
+from . import fdb, monitor
 from .capture import run_capture
 from .client import DEFAULT_SOCKET, Client, ControlError
+from .common import PROG, Ctl, bridge_settings, kv, port_settings
+from .common import check_name as _name
+from .common import parse_pairs as _options
+from .trace import run_trace
 
-PROG = "ovslite-ctl"
 DEFAULT_TIMEOUT = 30.0
 
 
@@ -61,54 +65,7 @@ def _fail(message: str, code: int):
     sys.exit(code)
 
 
-@dataclass
-class Ctl:
-    socket: str
-    fmt: str
-    timeout: float
-    may_exist: bool
-    if_exists: bool
-
-    def client(self) -> Client:
-        return Client(self.socket, self.timeout)
-
-    def emit(self, data, render) -> None:
-        """Print `data` as JSON, or the lines `render(data)` returns as text."""
-        if self.fmt == "json":
-            click.echo(json.dumps(data, indent=2, sort_keys=True))
-        else:
-            for line in render(data):
-                click.echo(line)
-
-
-# -- argument checks ------------------------------------------------------------
-
-
-def _name(name: str, what: str) -> str:
-    try:
-        return check_ifname(name, what)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
-
-
-def _options(pairs: tuple[str, ...]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise click.UsageError(f"invalid option {pair!r}: expected key=value")
-        if key in out:
-            raise click.UsageError(f"option {key!r} given more than once")
-        out[key] = value
-    return out
-
-
 # -- formatting -----------------------------------------------------------------
-
-
-def _kv(d: dict) -> str:
-    return "{" + ", ".join(f"{k}={v}" for k, v in sorted(d.items())) + "}"
 
 
 def _state(port: dict) -> str:
@@ -121,22 +78,15 @@ def render_show(data: dict) -> list[str]:
     lines = []
     for br in data["bridges"]:
         lines.append(f"Bridge {br['name']}")
+        lines += [f"    {k}: {v}" for k, v in br.get("settings", {}).items()]
         for port in sorted(br["ports"], key=lambda p: p["name"]):
             lines += [f"    Port {port['name']}", f"        type: {port['type']}",
                       f"        state: {_state(port)}"]
             if port["options"]:
-                lines.append(f"        options: {_kv(port['options'])}")
+                lines.append(f"        options: {kv(port['options'])}")
+            lines += [f"        {k}: {v}" for k, v in port.get("settings", {}).items()]
     if data.get("version"):
         lines.append(f'ovslite_version: "{data["version"]}"')
-    return lines
-
-
-def render_fdb(entries: list[dict]) -> list[str]:
-    width = max([4] + [len(e["port"]) for e in entries])
-    lines = [f"{'port':>{width + 1}}  VLAN  MAC                Age"]
-    for e in entries:
-        age = "static" if e["static"] else str(e["age"])
-        lines.append(f"{e['port']:>{width + 1}}  {e['vlan']:4d}  {e['mac']:17}  {age:>3}")
     return lines
 
 
@@ -218,9 +168,27 @@ def list_br(ctl: Ctl):
     ctl.emit(names, lambda d: d)
 
 
+@cli.command("set-br")
+@click.argument("bridge")
+@click.argument("settings", nargs=-1, required=True, metavar="KEY=VALUE...")
+@click.pass_obj
+def set_br(ctl: Ctl, bridge, settings):
+    """Change BRIDGE's settings; KEY= (empty) resets one to its default.
+
+    \b
+    mac-aging-time=SECONDS   forget a MAC not seen for this long (300)
+    mac-table-size=N         at most N MAC entries (8192)
+    """
+    _name(bridge, "bridge")
+    changes = bridge_settings(settings)
+    with ctl.client() as c:
+        c.set_bridge(bridge, changes)
+
+
 @cli.command("add-port")
 @click.argument("bridge")
 @click.argument("iface")
+@click.argument("settings", nargs=-1, metavar="[KEY=VALUE...]")
 @click.option("--type", "type_", default="system", show_default=True, help="port type")
 @click.option("-o", "--option", "option", multiple=True, metavar="KEY=VALUE",
               help="type-specific option (repeatable)")
@@ -233,15 +201,17 @@ def list_br(ctl: Ctl):
 @click.option("--gateway", help="internal: default route via this address")
 @click.option("--may-exist", is_flag=True, help="no error if IFACE is already a port of BRIDGE")
 @click.pass_obj
-def add_port(ctl: Ctl, bridge, iface, type_, option, may_exist, **shortcuts):
-    """Add interface IFACE to BRIDGE as a port.
+def add_port(ctl: Ctl, bridge, iface, settings, type_, option, may_exist, **shortcuts):
+    """Add interface IFACE to BRIDGE as a port, with port settings (see set-port).
 
     \b
     Types: system (an existing interface), internal (created by ovslited),
     tap (ovslited opens /dev/net/tun), patch (a cable to another bridge).
+    e.g. ovslite-ctl add-port br0 veth1 tag=10 learning=off
     """
     _name(bridge, "bridge")
     _name(iface, "port")
+    changes = port_settings(settings, new_port=True)
     options = _options(option)
     for key, value in shortcuts.items():
         if value is not None:
@@ -249,7 +219,33 @@ def add_port(ctl: Ctl, bridge, iface, type_, option, may_exist, **shortcuts):
                 raise click.UsageError(f"option {key!r} given more than once")
             options[key] = str(value)
     with ctl.client() as c:
-        c.add_port(bridge, iface, type_, options, may_exist or ctl.may_exist)
+        c.add_port(bridge, iface, type_, options, may_exist or ctl.may_exist, changes)
+
+
+@cli.command("set-port")
+@click.argument("port")
+@click.argument("settings", nargs=-1, required=True, metavar="KEY=VALUE...")
+@click.pass_obj
+def set_port(ctl: Ctl, port, settings):
+    """Change PORT's switching settings; KEY= (empty) resets one to its default.
+
+    \b
+    tag=VLAN                 access VLAN (or the native VLAN of a trunk)
+    trunks=10,20-30          VLANs a trunk carries (default: all)
+    vlan-mode=MODE           access, trunk, native-tagged, native-untagged
+    learning=on|off          learn source MACs (on)
+    flood=on|off             receive unknown unicast (on)
+    mcast-flood=on|off       receive multicast (on)
+    bcast-flood=on|off       receive broadcast (on)
+    isolated=on|off          no traffic to or from other isolated ports (off)
+    admin=up|down            administrative state (up)
+    mtu=N                    drop larger frames on output; sets the device MTU
+    storm-control=N          at most N flooded frames per second in
+    """
+    _name(port, "port")
+    changes = port_settings(settings)
+    with ctl.client() as c:
+        c.set_port(port, changes)
 
 
 @cli.command("del-port")
@@ -285,17 +281,6 @@ def show(ctl: Ctl):
     with ctl.client() as c:
         data = {"bridges": c.bridges(), "version": c.version().get("version", "")}
     ctl.emit(data, render_show)
-
-
-@cli.command("fdb-show")
-@click.argument("bridge")
-@click.pass_obj
-def fdb_show(ctl: Ctl, bridge):
-    """Print BRIDGE's MAC learning table (port, VLAN, MAC, age in seconds)."""
-    _name(bridge, "bridge")
-    with ctl.client() as c:
-        entries = c.fdb(bridge)
-    ctl.emit(entries, render_fdb)
 
 
 @cli.command("dump-ports")
@@ -338,6 +323,27 @@ def version(ctl: Ctl):
     data = {"client": __version__, "daemon": v.get("version", ""), "protocol": v.get("protocol", 0)}
     ctl.emit(data, lambda d: [f"{PROG} {d['client']}",
                               f"ovslited {d['daemon']} (protocol {d['protocol']})"])
+
+
+for _command in (*fdb.COMMANDS, monitor.monitor):
+    cli.add_command(_command)
+
+
+@cli.command("trace")
+@click.argument("bridge")
+@click.argument("fields", nargs=-1, metavar="in_port=P dl_src=MAC dl_dst=MAC [dl_vlan=N] [dl_type=T]")
+@click.option("--generate", is_flag=True, help="also inject the frame: learned, counted and sent")
+@click.pass_obj
+def trace(ctl: Ctl, bridge, fields, generate):
+    """Show what BRIDGE would do with a frame received on in_port, changing nothing.
+
+    \b
+    ovslite-ctl trace br0 in_port=p1 dl_src=02:00:00:00:00:01 dl_dst=ff:ff:ff:ff:ff:ff
+    ovslite-ctl trace br0 in_port=p1,dl_src=...,dl_dst=...,dl_vlan=10 --generate
+    Fields may be given as separate words or comma-separated; see docs/trace.md.
+    """
+    _name(bridge, "bridge")
+    run_trace(ctl, bridge, fields, generate)
 
 
 def main(argv=None) -> None:

@@ -144,16 +144,27 @@ class Client:
         self.request(Cmd.DEL_BR, {"bridge": name, "if_exists": if_exists})
 
     def bridges(self, name: str | None = None) -> list[dict]:
-        """[{'name', 'ports': [{'name', 'type', 'number', 'up', 'reason', 'options'}]}]"""
+        """[{'name', 'settings', 'ports': [{'name', 'type', 'number', 'up', 'reason',
+        'options', 'settings'}]}]"""
         return [
-            {"name": r.get("bridge", ""), "ports": [_port(p) for p in r.get("ports", [])]}
+            {"name": r.get("bridge", ""), "settings": r.get("settings", {}),
+             "ports": [_port(p) for p in r.get("ports", [])]}
             for r in self.request(Cmd.GET_BR, {"bridge": name}, dump=True)
         ]
 
+    def set_bridge(self, name: str, settings: dict[str, str]) -> None:
+        self.request(Cmd.SET_BR, {"bridge": name, "settings": settings})
+
     def add_port(self, bridge: str, name: str, type: str = "system",
-                 options: dict[str, str] | None = None, may_exist: bool = False) -> None:
+                 options: dict[str, str] | None = None, may_exist: bool = False,
+                 settings: dict[str, str] | None = None) -> None:
         self.request(Cmd.ADD_PORT, {"bridge": bridge, "port": name, "type": type,
-                                    "options": options or None, "may_exist": may_exist})
+                                    "options": options or None, "may_exist": may_exist,
+                                    "settings": settings or None})
+
+    def set_port(self, name: str, settings: dict[str, str], bridge: str | None = None) -> None:
+        """Change switching settings: {'tag': '20', 'learning': 'off', 'mtu': ''}."""
+        self.request(Cmd.SET_PORT, {"port": name, "settings": settings, "bridge": bridge})
 
     def del_port(self, name: str, bridge: str | None = None, if_exists: bool = False) -> None:
         self.request(Cmd.DEL_PORT, {"bridge": bridge, "port": name, "if_exists": if_exists})
@@ -168,16 +179,57 @@ class Client:
             out.append(port)
         return out
 
-    def fdb(self, bridge: str) -> list[dict]:
-        """[{'port', 'port_no', 'vlan', 'mac', 'age', 'static'}]"""
+    def fdb(self, bridge: str, vlan: int | None = None) -> list[dict]:
+        """[{'port', 'port_no', 'vlan', 'mac', 'age', 'static'}], of one VLAN if given."""
         return [
             {"port": r.get("port", ""), "port_no": r.get("port_no", 0), "vlan": r.get("vlan", 0),
              "mac": r.get("mac", ""), "age": r.get("age", 0), "static": bool(r.get("static"))}
-            for r in self.request(Cmd.GET_FDB, {"bridge": bridge}, dump=True)
+            for r in self.request(Cmd.GET_FDB, {"bridge": bridge, "vlan": vlan}, dump=True)
         ]
+
+    def fdb_add(self, bridge: str, mac: str, port: str, vlan: int = 0) -> None:
+        """A static entry; `mac` as 'aa:bb:cc:dd:ee:ff'."""
+        self.request(Cmd.FDB_ADD, {"bridge": bridge, "mac": mac, "port": port, "vlan": vlan})
+
+    def fdb_del(self, bridge: str, mac: str, vlan: int = 0) -> None:
+        self.request(Cmd.FDB_DEL, {"bridge": bridge, "mac": mac, "vlan": vlan})
+
+    def fdb_flush(self, bridge: str, port: str | None = None) -> int:
+        """Forget learned entries (of one port); how many there were."""
+        replies = self.request(Cmd.FDB_FLUSH, {"bridge": bridge, "port": port})
+        return replies[0].get("count", 0) if replies else 0
+
+    def fdb_stats(self, bridge: str) -> dict:
+        """{'entries', 'static', 'learned', 'moved', 'aged', 'evicted', 'max_entries',
+        'aging_time'} (aging time in seconds)."""
+        replies = self.request(Cmd.FDB_STATS, {"bridge": bridge})
+        r = replies[0] if replies else {}
+        out = {k: r.get("counters", {}).get(k, 0)
+               for k in ("entries", "static", "learned", "moved", "aged", "evicted")}
+        settings = r.get("settings", {})
+        out["max_entries"] = int(settings.get("mac-table-size", 0))
+        out["aging_time"] = float(settings.get("mac-aging-time", 0))
+        return out
+
+    def monitor(self, bridge: str | None = None, groups: int | None = None):
+        """Yield events as they happen, one dict each: 'time' (ns since the epoch),
+        'event', and its fields. The first is 'subscribed' (events flow from then on);
+        batches of MAC events come out one event each. Runs until the connection ends."""
+        for msg in self.stream(Cmd.MONITOR, {"bridge": bridge, "groups": groups}):
+            blob = msg.pop("fdb_events", None)
+            if blob is None:
+                yield msg
+                continue
+            try:
+                events = m.unpack_fdb_events(blob)
+            except m.ProtocolError as exc:
+                raise ControlError(exc.errno, f"bad reply from ovslited: {exc}") from None
+            for event in events:
+                yield {"bridge": msg.get("bridge", ""), **event}
 
 
 def _port(r: dict) -> dict:
     up = bool(r.get("up"))
     return {"name": r.get("port", ""), "type": r.get("type", ""), "number": r.get("port_no", 0),
-            "up": up, "reason": "" if up else r.get("reason", ""), "options": r.get("options", {})}
+            "up": up, "reason": "" if up else r.get("reason", ""), "options": r.get("options", {}),
+            "settings": r.get("settings", {})}

@@ -62,18 +62,19 @@ class Cmd(enum.IntEnum):
     ADD_BR = 10
     DEL_BR = 11
     GET_BR = 12
-    SET_BR = 13  # reserved
+    SET_BR = 13
     ADD_PORT = 20
     DEL_PORT = 21
     GET_PORT = 22
-    SET_PORT = 23  # reserved
+    SET_PORT = 23
     GET_FDB = 30
-    FDB_ADD = 31  # reserved
-    FDB_DEL = 32  # reserved
-    FDB_FLUSH = 33  # reserved
+    FDB_ADD = 31
+    FDB_DEL = 32
+    FDB_FLUSH = 33
+    FDB_STATS = 34
     CAPTURE = 40
-    MONITOR = 41  # reserved
-    TRACE = 42  # reserved
+    MONITOR = 41
+    TRACE = 42
 
 
 @dataclass(frozen=True)
@@ -90,12 +91,40 @@ COMMANDS: dict[Cmd, CommandSpec] = {
     Cmd.ADD_BR: CommandSpec(("bridge",), ("may_exist",)),
     Cmd.DEL_BR: CommandSpec(("bridge",), ("if_exists",)),
     Cmd.GET_BR: CommandSpec((), ("bridge",), dump=True),
-    Cmd.ADD_PORT: CommandSpec(("bridge", "port"), ("type", "options", "may_exist")),
+    Cmd.SET_BR: CommandSpec(("bridge", "settings")),
+    Cmd.ADD_PORT: CommandSpec(("bridge", "port"), ("type", "options", "settings", "may_exist")),
     Cmd.DEL_PORT: CommandSpec(("port",), ("bridge", "if_exists")),
     Cmd.GET_PORT: CommandSpec((), ("bridge", "port"), dump=True),
-    Cmd.GET_FDB: CommandSpec(("bridge",), (), dump=True),
+    Cmd.SET_PORT: CommandSpec(("port", "settings"), ("bridge",)),
+    Cmd.GET_FDB: CommandSpec(("bridge",), ("vlan",), dump=True),
+    Cmd.FDB_ADD: CommandSpec(("bridge", "mac", "port"), ("vlan",)),
+    Cmd.FDB_DEL: CommandSpec(("bridge", "mac"), ("vlan",)),
+    Cmd.FDB_FLUSH: CommandSpec(("bridge",), ("port",)),
+    Cmd.FDB_STATS: CommandSpec(("bridge",)),
     Cmd.CAPTURE: CommandSpec(("port",), ("direction", "count"), dump=True, stream=True),
+    Cmd.MONITOR: CommandSpec((), ("bridge", "groups"), dump=True, stream=True),
+    Cmd.TRACE: CommandSpec(("bridge", "port", "dl_src", "dl_dst"), ("vlan", "dl_type", "generate"),
+                           dump=True),
 }
+
+
+class McGroup(enum.IntFlag):
+    """MONITOR's "multicast groups" (OVSLITE_ATTR_GROUPS): which events a monitor gets."""
+
+    CONFIG = 1  # bridge/port added or removed, port settings changed
+    STATE = 2  # port up or down, with the reason
+    FDB = 4  # MAC learned, moved, aged out, evicted
+
+
+MCGRP_ALL = int(McGroup.CONFIG | McGroup.STATE | McGroup.FDB)  # plain int: ~ works
+
+#: One MAC event inside OVSLITE_ATTR_FDB_EVENTS (host byte order, 52 bytes): time in
+#: ns since the epoch, VLAN, kind (FDB_EVENT_KINDS), pad, MAC, then the port and, for
+#: a move, the port it moved from, as NUL-padded names (IFNAMSIZ, like struct ifreq).
+#: MAC events come in packed batches because a flood learns 100k MACs a second and a
+#: pyroute2 message costs ~0.1 ms to encode; records cost ~1 us.
+FDB_EVENT = struct.Struct("=QHBx6s16s16s2x")
+FDB_EVENT_KINDS = {1: "learned", 2: "moved", 3: "aged", 4: "evicted"}
 
 
 class ProtocolError(Exception):
@@ -218,6 +247,21 @@ ATTRS = (
     ("OVSLITE_ATTR_PCAP", "cdata"),         # 21 capture: libpcap records (no file header)
     ("OVSLITE_ATTR_DROPPED", "uint64"),     # 22 capture: frames the capture lost
     ("OVSLITE_ATTR_DIRECTIONS", "asciiz"),  # 23 capture: 'i' or 'o' per PCAP record
+    ("OVSLITE_ATTR_SETTINGS", "kvlist|nested"),  # 24 port or bridge settings (set-port, set-br)
+    ("OVSLITE_ATTR_COUNTERS", "counters|nested"),  # 25 named u64 counters (fdb stats)
+    ("OVSLITE_ATTR_GROUPS", "uint32"),      # 26 monitor: McGroup bitmask
+    ("OVSLITE_ATTR_EVENT", "asciiz"),       # 27 monitor: what happened
+    ("OVSLITE_ATTR_TIME", "uint64"),        # 28 monitor: when, ns since the epoch
+    ("OVSLITE_ATTR_FDB_EVENTS", "cdata"),   # 29 monitor: FDB_EVENT records
+    ("OVSLITE_ATTR_DL_SRC", "l2addr"),      # 30 trace: the frame's source MAC
+    ("OVSLITE_ATTR_DL_DST", "l2addr"),      # 31 trace: the frame's destination MAC
+    ("OVSLITE_ATTR_DL_TYPE", "uint16"),     # 32 trace: the frame's EtherType (default 0x0800)
+    ("OVSLITE_ATTR_GENERATE", "flag"),      # 33 trace: also inject the frame
+    ("OVSLITE_ATTR_TRACE_KIND", "asciiz"),  # 34 trace: step kind (ingress, vlan, ..., final)
+    ("OVSLITE_ATTR_TRACE_DETAIL", "asciiz"),  # 35 trace: what the step decided, one line
+    ("OVSLITE_ATTR_TRACE_DEPTH", "uint32"),  # 36 trace: bridges crossed before this step
+    ("OVSLITE_ATTR_TRACE_OUTPUTS", "portlist|nested"),  # 37 trace: BRIDGE, PORT, VLAN, TRACE_TAGGED
+    ("OVSLITE_ATTR_TRACE_TAGGED", "flag"),  # 38 trace: an output leaves tagged
 )
 _ATTR_KIND = {name: kind.split("|")[0] for name, kind in ATTRS}
 
@@ -228,6 +272,7 @@ class _Space:
     __slots__ = ()
     kvlist = kvlist
     stats = stats
+    counters = counters
 
 
 class ovslite_object(_Space, nla):
@@ -254,7 +299,6 @@ class portlist(nla):
 
 
 _Space.portlist = portlist
-
 
 
 class ovslitemsg(_Space, genlmsg):
@@ -290,7 +334,7 @@ class ovslite_donemsg(nlmsg):
 
 # -- python values <-> attributes ---------------------------------------------
 
-_CONVERTERS = {"kvlist": kvlist, "stats": stats, "portlist": portlist}
+_CONVERTERS = {"kvlist": kvlist, "stats": stats, "portlist": portlist, "counters": counters}
 
 
 def py_to_attrs(values: dict) -> list:
@@ -322,6 +366,26 @@ def attrs_to_py(node) -> dict:
         if hasattr(inst, "to_py"):
             value = inst.to_py()
         out[node.nla2name(name)] = value
+    return out
+
+
+def pack_fdb_event(kind: int, time_ns: int, vlan: int, mac: bytes, port: str, old_port: str) -> bytes:
+    return FDB_EVENT.pack(time_ns, vlan, kind, bytes(mac), port.encode(), old_port.encode())
+
+
+def unpack_fdb_events(blob: bytes) -> list[dict]:
+    """OVSLITE_ATTR_FDB_EVENTS -> [{'time', 'event', 'vlan', 'mac', 'port'[, 'old_port']}]."""
+    if len(blob) % FDB_EVENT.size:
+        raise ProtocolError(errno.EPROTO, f"FDB_EVENTS of {len(blob)} bytes is not a whole "
+                            f"number of {FDB_EVENT.size}-byte records")
+    out = []
+    for time_ns, vlan, kind, mac, port, old in FDB_EVENT.iter_unpack(blob):
+        event = {"time": time_ns, "event": "mac-" + FDB_EVENT_KINDS.get(kind, str(kind)),
+                 "vlan": vlan, "mac": ":".join(f"{b:02x}" for b in mac),
+                 "port": port.rstrip(b"\0").decode(errors="replace")}
+        if old.strip(b"\0"):
+            event["old_port"] = old.rstrip(b"\0").decode(errors="replace")
+        out.append(event)
     return out
 
 

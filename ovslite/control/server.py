@@ -13,7 +13,7 @@ Design:
   fast as the client reads, and forwarding runs in between.
 - Each connection has one output queue. Replies are never dropped: while a
   connection has replies pending (a slow reader), we stop reading its
-  requests. Unsolicited messages (later: capture, monitor) go through
+  requests. Unsolicited messages (capture, monitor) go through
   `Connection.send_event`, which drops when `queue_limit` messages are queued
   and counts the drops.
 - Any exception in a handler becomes an error reply (EIO for surprises, which
@@ -37,9 +37,11 @@ from collections.abc import Callable, Iterable, Iterator
 
 import structlog
 
-from .. import __version__
+from .. import trace
 from ..switch import SwitchError
 from . import messages as m
+from .handlers import Handlers
+from .monitor import MonitorHub, MonitorStream
 from .streams import CaptureStream
 
 log = structlog.get_logger("ovslite.control")
@@ -58,7 +60,7 @@ class ControlSocketError(Exception):
 
 
 class Connection:
-    """One client: reads requests, writes replies and (later) events."""
+    """One client: reads requests, writes replies and stream messages."""
 
     def __init__(self, server: ControlServer, sock: socket.socket, queue_limit: int):
         self.server = server
@@ -181,18 +183,13 @@ class ControlServer:
         self.sock: socket.socket | None = None
         self.connections: set[Connection] = set()
         self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of our socket file
-        self.handlers: dict[m.Cmd, Callable[[m.Request], object]] = {
-            m.Cmd.GET_VERSION: self.get_version,
-            m.Cmd.ADD_BR: self.add_br,
-            m.Cmd.DEL_BR: self.del_br,
-            m.Cmd.GET_BR: self.get_br,
-            m.Cmd.ADD_PORT: self.add_port,
-            m.Cmd.DEL_PORT: self.del_port,
-            m.Cmd.GET_PORT: self.get_port,
-            m.Cmd.GET_FDB: self.get_fdb,
-        }
+        #: one-shot commands (ovslite.control.handlers): cmd -> handler(request)
+        self.handlers: dict[m.Cmd, Callable[[m.Request], object]] = Handlers(switch).table()
+        self.handlers[m.Cmd.TRACE] = lambda req: trace.handle_request(switch, req.values)
         #: commands whose replies stream: cmd -> class(server, conn, req, seq, pid)
-        self.streams = {m.Cmd.CAPTURE: CaptureStream}
+        self.streams = {m.Cmd.CAPTURE: CaptureStream, m.Cmd.MONITOR: MonitorStream}
+        #: every running MONITOR, and the switch and MAC table listeners they share
+        self.monitors = MonitorHub(switch, loop)
 
     # -- lifecycle ------------------------------------------------------------
     def open(self) -> None:
@@ -344,88 +341,3 @@ class ControlServer:
             return m.encode_error(data, exc.errno, str(exc))
         log.error("control command failed", cmd=req.cmd.name, error=repr(exc), exc_info=exc)
         return m.encode_error(data, errno.EIO, f"internal error in {req.cmd.name}: {exc}")
-
-    # -- handlers -------------------------------------------------------------
-    def get_version(self, req: m.Request) -> dict:
-        return {"version": __version__, "protocol": m.OVSLITE_PROTOCOL_VERSION}
-
-    def add_br(self, req: m.Request) -> None:
-        v = req.values
-        self.switch.add_bridge(v["bridge"], may_exist=v.get("may_exist", False))
-
-    def del_br(self, req: m.Request) -> None:
-        v = req.values
-        self.switch.del_bridge(v["bridge"], if_exists=v.get("if_exists", False))
-
-    def add_port(self, req: m.Request) -> None:
-        v = req.values
-        self.switch.add_port(v["bridge"], v["port"], v.get("type", "system"),
-                             v.get("options", {}), may_exist=v.get("may_exist", False))
-
-    def del_port(self, req: m.Request) -> None:
-        v = req.values
-        self.switch.del_port(v["port"], v.get("bridge"), if_exists=v.get("if_exists", False))
-
-    def _bridges(self, name: str | None) -> list:
-        if name is not None:
-            return [self.switch.bridge(name)]  # SwitchError ENOENT if absent
-        return [self.switch.bridges[n] for n in sorted(self.switch.bridges)]
-
-    def _options(self, port) -> dict[str, str]:
-        try:
-            return dict(self.switch.port_config(port).get("options", {}))
-        except KeyError:  # being removed
-            return {}
-
-    def _port_summary(self, port) -> dict:
-        return {"port": port.name, "type": port.type, "port_no": port.number, "up": port.up,
-                "reason": None if port.up else port.reason, "options": self._options(port)}
-
-    def get_br(self, req: m.Request) -> list[dict]:
-        return [
-            {"bridge": br.name,
-             "ports": [self._port_summary(p) for p in sorted(br.ports.values(), key=_number)]}
-            for br in self._bridges(req.values.get("bridge"))
-        ]
-
-    def get_port(self, req: m.Request) -> list[dict]:
-        name = req.values.get("port")
-        out = []
-        for br in self._bridges(req.values.get("bridge")):
-            for port in sorted(br.ports.values(), key=_number):
-                if name is None or port.name == name:
-                    out.append(self._port_detail(br, port))
-        if name is not None and not out:
-            self.switch.port(name, req.values.get("bridge"))  # raises the ENOENT
-        return out
-
-    def _port_detail(self, br, port) -> dict:
-        try:
-            info = {str(k): str(v) for k, v in port.netdev.info().items()}
-        except Exception as exc:  # a provider bug must not hide every other port
-            log.warning("netdev info failed", port=port.name, error=str(exc))
-            info = {}
-        s = port.stats
-        return {**self._port_summary(port), "bridge": br.name, "info": info,
-                "stats": {**s.as_dict(), "drops": dict(s.drops)}}
-
-    def get_fdb(self, req: m.Request) -> list[dict]:
-        br = self.switch.bridge(req.values["bridge"])
-        now = self.switch.datapath.clock()
-        aging = br.macs.aging
-        out = []
-        for entry in br.macs.entries.values():
-            age = now - entry.used
-            if not entry.static and age > aging:
-                continue  # already treated as absent; the timer will remove it
-            port = entry.port
-            out.append({"port": getattr(port, "name", str(port)),
-                        "port_no": getattr(port, "number", 0),
-                        "vlan": entry.vlan, "mac": ":".join(f"{b:02x}" for b in entry.mac),
-                        "age": int(max(age, 0)), "static": entry.static})
-        out.sort(key=lambda e: (e["port_no"], e["vlan"], e["mac"]))
-        return out
-
-
-def _number(port) -> int:
-    return port.number

@@ -13,10 +13,18 @@ checksum passes from one port to another untouched: no copy, no segmentation.
 Providers never block the event loop: `recv_batch` and `send_batch` are
 non-blocking; `open` and `close` may do short netlink round trips and are
 called only when configuration changes.
+
+Restarts (ovslite.handover): `handover_fds()` names the fds that must outlive
+this process for the port to survive a restart (a TAP fd keeps its device, a
+packet socket keeps the frames queued on it); the daemon stores them in
+systemd's fd store or passes them across exec(), and the next instance gives
+them back to `open(inherited)`, which re-attaches instead of creating.
+`prepare_handover()` runs just before such a restart.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -44,6 +52,13 @@ class Netdev:
     creates_device: ClassVar[bool] = False
     #: option names this type accepts (validated by the switch before open)
     options: ClassVar[frozenset[str]] = frozenset()
+    #: whether an fd from handover_fds() alone keeps a kernel device alive (a TAP):
+    #: the device goes only once every copy, the fd store's included, is closed
+    fds_hold_device: ClassVar[bool] = False
+
+    #: set by the owner (the switch): called with no arguments when fileno() or
+    #: handover_fds() changed outside open() and close() (see SystemNetdev)
+    changed: Callable[[], None] | None = None
 
     def __init__(self, name: str, options: dict[str, str] | None = None):
         self.name = name
@@ -52,12 +67,27 @@ class Netdev:
         self.link = LinkStatus(True)
 
     # -- lifecycle -----------------------------------------------------------
-    def open(self) -> None:
+    def open(self, inherited: list[int] | None = None) -> None:
         """Acquire the device. Raises NetdevError with a one-line reason.
 
         May block briefly (netlink, ioctl). Called once per configuration change.
+
+        `inherited`: fds a previous instance handed over for this port (its
+        handover_fds(), in any order). The provider takes ownership of them:
+        it checks they really are this port's device and re-attaches without
+        creating, moving, renaming or configuring anything; fds it cannot use
+        are closed, and it falls back to a normal open.
         """
         raise NotImplementedError
+
+    def handover_fds(self) -> list[int]:
+        """The fds that must survive a restart for this port to carry on ([]: none)."""
+        return []
+
+    def prepare_handover(self) -> None:
+        """The process is about to hand its ports to the next instance: from now
+        on frames must queue in the kernel where handover_fds() can reach them.
+        Nothing is forwarded afterwards. Never raises."""
 
     def close(self) -> None:
         """Release the device; remove it from the kernel if this netdev made it.

@@ -11,6 +11,12 @@ name) or `netns_pid`, the interface is moved into that namespace, renamed to
 Moving a TAP does not detach its fd, so forwarding carries on; closing the fd
 removes the device from whichever namespace it is in. Its MAC is derived from
 the machine id and the port name, so it is the same after a restart.
+
+Across a restart the TAP fd is handed over (ovslite.handover): the device,
+its addresses, routes and namespace never go away, and open(inherited)
+re-attaches to it without touching any of that. A handed-over TAP that does
+not match the configuration (changed while the daemon was down) is deleted
+and the port is made anew.
 """
 
 from __future__ import annotations
@@ -19,11 +25,24 @@ import ipaddress
 import os
 import socket
 
+import structlog
+
 from .. import rtnl
 from ..names import check_ifname
 from . import register
 from .base import LinkStatus, Netdev, NetdevError
-from .tundev import TapIO, open_tap, set_mac, set_persist, stable_mac
+from .tundev import (
+    TapIO,
+    check_tap,
+    open_tap,
+    set_mac,
+    set_persist,
+    stable_mac,
+    tap_info,
+    tap_netns_fd,
+)
+
+log = structlog.get_logger("ovslite.netdev")
 
 
 def _parse_options(opts: dict[str, str]) -> dict:
@@ -55,6 +74,7 @@ def _parse_options(opts: dict[str, str]) -> dict:
 class InternalNetdev(TapIO, Netdev):
     type = "internal"
     creates_device = True
+    fds_hold_device = True
     options = frozenset({"netns", "netns_pid", "ifname", "ip", "gateway"})
 
     def __init__(self, name: str, options: dict[str, str] | None = None):
@@ -62,8 +82,15 @@ class InternalNetdev(TapIO, Netdev):
         self.fd = None
         self.settings = {}
 
-    def open(self) -> None:
-        self.settings = _parse_options(self.config)
+    def open(self, inherited: list[int] | None = None) -> None:
+        try:
+            self.settings = _parse_options(self.config)
+        except NetdevError:
+            for fd in inherited or ():
+                _delete_tap(fd)
+            raise
+        if inherited and self._reattach(inherited):
+            return
         if "netns" in self.settings and not os.path.exists(self.settings["netns"]):
             raise NetdevError(f"network namespace {self.settings['netns']} does not exist")
         self.fd = open_tap(self.name)
@@ -76,6 +103,28 @@ class InternalNetdev(TapIO, Netdev):
             if isinstance(exc, NetdevError):
                 raise
             raise NetdevError(f"cannot set up internal port {self.name}: {exc}") from None
+
+    def _reattach(self, fds: list[int]) -> bool:
+        """Take the handed-over TAP if it is this port's, as configured."""
+        ns = self.settings.get("netns")
+        ifname = self.settings.get("ifname", self.name) if ns else self.name
+        for fd in fds:
+            if self.fd is not None:  # one TAP per port: a second fd is a stray copy
+                os.close(fd)
+                continue
+            why = check_tap(fd, ifname, ns or "/proc/self/ns/net")
+            if why is None:
+                self.fd = fd
+                continue
+            log.warning("handed-over TAP does not match the configuration: deleting it",
+                        port=self.name, reason=why)
+            _delete_tap(fd)
+        if self.fd is not None:
+            log.info("port re-attached", port=self.name, device=ifname, netns=ns or "")
+        return self.fd is not None
+
+    def handover_fds(self) -> list[int]:
+        return [self.fd] if self.fd is not None else []
 
     def _place(self) -> None:
         s = self.settings
@@ -111,8 +160,36 @@ class InternalNetdev(TapIO, Netdev):
         return None if "netns" in self.settings else self.name
 
     def info(self) -> dict[str, str]:
-        info = {}
+        info: dict[str, str] = {}
         for key in ("netns", "netns_pid", "ifname", "ip", "gateway"):
             if key in self.config:
                 info[key] = self.config[key]
         return info
+
+
+def _delete_tap(fd: int) -> None:
+    """Remove the TAP device `fd` is attached to, in its namespace, and close `fd`.
+
+    Closing alone is not enough: the fd store (or another process) may hold a
+    copy, and a namesake made now would find the old device busy.
+    """
+    try:
+        name, _flags = tap_info(fd)
+        nsfd = tap_netns_fd(fd)
+    except OSError:
+        os.close(fd)
+        return
+    try:
+        def delete(ipr):
+            found = ipr.link_lookup(ifname=name)
+            if found:
+                ipr.link("del", index=found[0])
+
+        rtnl.call(delete, f"/proc/self/fd/{nsfd}" if nsfd is not None else None)
+    except Exception as exc:
+        log.warning("cannot delete handed-over TAP", device=name, error=str(exc))
+    finally:
+        if nsfd is not None:
+            os.close(nsfd)
+        os.close(fd)
+

@@ -18,14 +18,21 @@ second packet socket (once a socket has a TX ring, the kernel sends only ring
 slots from it and ignores the buffer passed to send()), after the ring is
 kicked, which keeps the order: a kick transmits before it returns.
 
+A plain packet socket without rings (the spill socket of system.py, which
+holds the frames that arrive while the daemon restarts) is read with
+read_queue: one recvmsg() per frame, VLAN tags from PACKET_AUXDATA.
+
 Limits: one ring pair per port (RX_FRAMES + TX_FRAMES slots of FRAME_SIZE bytes).
 """
 
 from __future__ import annotations
 
+import ctypes
+import fcntl
 import mmap
 import socket
 import struct
+import termios
 
 from .. import vnet
 
@@ -41,6 +48,8 @@ TP_STATUS_USER = 1
 TP_STATUS_COPY = 1 << 1
 TP_STATUS_VLAN_VALID = 1 << 4
 TP_STATUS_VLAN_TPID_VALID = 1 << 6
+PACKET_AUXDATA = 8
+SO_ATTACH_FILTER = 26
 TP_STATUS_AVAILABLE = 0
 TP_STATUS_SEND_REQUEST = 1
 TP_STATUS_WRONG_FORMAT = 4
@@ -57,6 +66,22 @@ VNET = vnet.VNET_HDR_LEN
 ZERO_STATUS = bytes(4)
 ETH_P_8021Q = 0x8100
 MSG_DONTWAIT = socket.MSG_DONTWAIT
+RING_BYTES = (RX_FRAMES + TX_FRAMES) * FRAME_SIZE
+#: struct tpacket_auxdata: status, len, snaplen, mac, net, vlan_tci, vlan_tpid
+AUXDATA = struct.Struct("=IIIHHHH")
+AUX_SPACE = socket.CMSG_SPACE(AUXDATA.size)
+#: struct sock_filter: code, jt, jf, k
+BPF_INSN = struct.Struct("=HBBI")
+BPF_RET_K = 0x06
+BPF_LD_B_ABS = 0x30
+BPF_JEQ_K = 0x15
+SKF_AD_PKTTYPE = 0xFFFFF000 + 4  # SKF_AD_OFF + SKF_AD_PKTTYPE
+PACKET_OUTGOING = 4
+#: `ret #0`: accept nothing
+DROP_ALL = ((BPF_RET_K, 0, 0, 0),)
+#: accept everything but frames the host transmits (PACKET_OUTGOING)
+DROP_OUTGOING = ((BPF_LD_B_ABS, 0, 0, SKF_AD_PKTTYPE), (BPF_JEQ_K, 0, 1, PACKET_OUTGOING),
+                 (BPF_RET_K, 0, 0, 0), (BPF_RET_K, 0, 0, 0xFFFFFFFF))
 
 
 def setup_rings(sock: socket.socket) -> mmap.mmap:
@@ -69,8 +94,91 @@ def setup_rings(sock: socket.socket) -> mmap.mmap:
     for opt, frames in ((PACKET_RX_RING, RX_FRAMES), (PACKET_TX_RING, TX_FRAMES)):
         blocks = frames * FRAME_SIZE // BLOCK_SIZE
         sock.setsockopt(SOL_PACKET, opt, struct.pack("IIII", BLOCK_SIZE, blocks, FRAME_SIZE, frames))
-    return mmap.mmap(sock.fileno(), (RX_FRAMES + TX_FRAMES) * FRAME_SIZE,
-                     mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+    return map_rings(sock)
+
+
+def map_rings(sock: socket.socket) -> mmap.mmap:
+    """Map the rings `sock` already has (a handed-over socket).
+
+    OSError (EINVAL) if it has none, or rings of another geometry.
+    """
+    return mmap.mmap(sock.fileno(), RING_BYTES, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+
+
+def read_ring(ring: mmap.mmap, i: int, limit: int, recv_whole, out: list) -> int:
+    """Append up to `limit` packets from RX slots starting at slot `i` to `out`.
+
+    Stops at the first slot the kernel still owns; returns the next slot to read.
+    `recv_whole()` reads a frame too big for its slot from the socket's queue.
+    """
+    unpack = HDR.unpack_from
+    append = out.append
+    for _ in range(limit):
+        base = i * FRAME_SIZE
+        status, _len, snaplen, mac, _net, _s, _ns, tci, tpid = unpack(ring, base)
+        if not status & TP_STATUS_USER:
+            break
+        if status & TP_STATUS_COPY:
+            pkt = recv_whole()
+        else:
+            pkt = ring[base + mac - VNET : base + mac + snaplen]
+        ring[base : base + 4] = ZERO_STATUS
+        i = i + 1 if i + 1 < RX_FRAMES else 0
+        if pkt is None:
+            continue
+        if status & TP_STATUS_VLAN_VALID:
+            pkt = vnet.push_tag(pkt, tci, tpid if status & TP_STATUS_VLAN_TPID_VALID else ETH_P_8021Q)
+        append(pkt)
+    return i
+
+
+def read_queue(sock: socket.socket, limit: int, out: list) -> bool:
+    """Append up to `limit` packets from the ordinary queue of a packet socket
+    without rings (PACKET_VNET_HDR and PACKET_AUXDATA set) to `out`.
+
+    True if the queue ran dry. A VLAN tag the kernel took out of a frame is
+    put back from the auxiliary data, as recv_batch does from the slot header.
+    """
+    recvmsg = sock.recvmsg
+    append = out.append
+    for _ in range(limit):
+        try:
+            pkt, ancillary, _flags, _addr = recvmsg(vnet.MAX_PACKET_LEN, AUX_SPACE, MSG_DONTWAIT)
+        except BlockingIOError:
+            return True
+        except OSError:  # a pending socket error (ENETDOWN...), reported once
+            continue
+        for level, kind, data in ancillary:
+            if level == SOL_PACKET and kind == PACKET_AUXDATA and len(data) >= AUXDATA.size:
+                status, _len, _snap, _mac, _net, tci, tpid = AUXDATA.unpack_from(data)
+                if status & TP_STATUS_VLAN_VALID:
+                    pkt = vnet.push_tag(
+                        pkt, tci, tpid if status & TP_STATUS_VLAN_TPID_VALID else ETH_P_8021Q)
+        append(pkt)
+    return False
+
+
+def queue_length(sock: socket.socket) -> int:
+    """Bytes of the first frame on the socket's ordinary queue (0: empty)."""
+    buf = fcntl.ioctl(sock.fileno(), termios.FIONREAD, bytes(4))
+    return struct.unpack("i", buf)[0]
+
+
+def bpf_program(*instructions: tuple[int, int, int, int]):
+    """(buffer, struct sock_fprog) for classic BPF `instructions` (code, jt, jf, k).
+
+    Keep the buffer alive until the setsockopt that takes the program returns.
+    """
+    raw = b"".join(BPF_INSN.pack(*ins) for ins in instructions)
+    buf = ctypes.create_string_buffer(raw, len(raw))
+    return buf, struct.pack("@HP", len(instructions), ctypes.addressof(buf))
+
+
+def set_filter(sock: socket.socket, *instructions: tuple[int, int, int, int]) -> None:
+    """Attach (or replace) the classic BPF socket filter of `sock`."""
+    buf, fprog = bpf_program(*instructions)
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+    del buf
 
 
 class RingIO:
@@ -92,27 +200,8 @@ class RingIO:
         ring = self.ring
         if ring is None:
             return []
-        unpack = HDR.unpack_from
         out = []
-        append = out.append
-        i = self._rx
-        for _ in range(limit):
-            base = i * FRAME_SIZE
-            status, _len, snaplen, mac, _net, _s, _ns, tci, tpid = unpack(ring, base)
-            if not status & TP_STATUS_USER:
-                break
-            if status & TP_STATUS_COPY:
-                pkt = self._recv_whole()
-            else:
-                pkt = ring[base + mac - VNET : base + mac + snaplen]
-            ring[base : base + 4] = ZERO_STATUS
-            i = i + 1 if i + 1 < RX_FRAMES else 0
-            if pkt is None:
-                continue
-            if status & TP_STATUS_VLAN_VALID:
-                pkt = vnet.push_tag(pkt, tci, tpid if status & TP_STATUS_VLAN_TPID_VALID else ETH_P_8021Q)
-            append(pkt)
-        self._rx = i
+        self._rx = read_ring(ring, self._rx, limit, self._recv_whole, out)
         return out
 
     def _recv_whole(self) -> bytes | None:

@@ -6,27 +6,53 @@ a namespace sees. A TAP that qemu or another program already opened is a
 `system` port instead: its kernel side is then an ordinary netdev. A TAP that
 existed before (for instance `ip tuntap add mode tap`, persistent) is left in
 place on del-port; one ovslite created disappears with it.
+
+Across a restart the fd is handed over (ovslite.handover), so a TAP ovslite
+created outlives the restart, and a TAP moved into another namespace is found
+again wherever it is: open(inherited) re-attaches to it by fd.
 """
 
 from __future__ import annotations
 
+import os
+
+import structlog
+
 from . import register
 from .base import LinkStatus, Netdev
-from .tundev import TapIO, open_tap, tap_exists
+from .tundev import IFF_PERSIST, TapIO, check_tap, open_tap, tap_exists, tap_info
+
+log = structlog.get_logger("ovslite.netdev")
 
 
 @register
 class TapNetdev(TapIO, Netdev):
     type = "tap"
+    fds_hold_device = True
 
     def __init__(self, name: str, options: dict[str, str] | None = None):
         super().__init__(name, options)
         self.fd = None
         self.created = False
 
-    def open(self) -> None:
+    def open(self, inherited: list[int] | None = None) -> None:
+        for fd in inherited or ():
+            why = check_tap(fd, self.name) if self.fd is None else "a second fd"
+            if why is None:
+                self.fd = fd
+                # ovslite made it unless it is persistent (ip tuntap add)
+                self.created = not tap_info(fd)[1] & IFF_PERSIST
+                log.info("port re-attached", port=self.name)
+            else:
+                log.warning("handed-over fd is not this TAP: closed", port=self.name, reason=why)
+                os.close(fd)
+        if self.fd is not None:
+            return
         self.created = not tap_exists(self.name)
         self.fd = open_tap(self.name)
+
+    def handover_fds(self) -> list[int]:
+        return [self.fd] if self.fd is not None else []
 
     def close(self) -> None:
         self.close_fd()

@@ -4,6 +4,12 @@ The TAP is opened with IFF_VNET_HDR and told by TUNSETOFFLOAD that ovslite
 accepts checksum-partial and TSO frames, so the host stack behind it sends
 64 KB GSO frames with a virtio_net_hdr, the same packet layout AF_PACKET gives
 (ovslite.vnet). Frames are read and written whole with one syscall each.
+
+A TAP lives as long as one fd is attached to it (unless persistent), wherever
+that fd is: the daemon hands its TAP fds over across a restart (ovslite.handover)
+and the next instance re-attaches with check_tap() instead of TUNSETIFF, which
+would look the name up in the daemon's namespace, not in the one the device
+was moved to.
 """
 
 from __future__ import annotations
@@ -24,9 +30,16 @@ TUNSETIFF = 0x400454CA
 TUNSETPERSIST = 0x400454CB
 TUNSETOFFLOAD = 0x400454D0
 TUNSETVNETHDRSZ = 0x400454D8
+TUNGETIFF = 0x800454D2
+TUNGETDEVNETNS = 0x54E3
 IFF_TAP = 0x0002
+IFF_MULTI_QUEUE = 0x0100
+IFF_PERSIST = 0x0800
 IFF_NO_PI = 0x1000
 IFF_VNET_HDR = 0x4000
+#: the flags open_tap gives, and IFF_MULTI_QUEUE which it does not
+TAP_FLAGS = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR
+TAP_FLAGS_MASK = TAP_FLAGS | IFF_MULTI_QUEUE
 TUN_F_CSUM = 0x01
 TUN_F_TSO4 = 0x02
 TUN_F_TSO6 = 0x04
@@ -54,6 +67,64 @@ def open_tap(name: str) -> int:
             ) from None
         raise NetdevError(f"cannot create TAP {name}: {exc.strerror}", exc.errno) from None
     return fd
+
+
+def tap_info(fd: int) -> tuple[str, int]:
+    """(device name, IFF_* flags) of the TAP `fd` is attached to; OSError if none.
+
+    The name is the device's current one, in whatever namespace it now is.
+    """
+    ifr = fcntl.ioctl(fd, TUNGETIFF, bytes(40))
+    raw, flags = struct.unpack_from("16sH", ifr)
+    return raw.split(b"\0", 1)[0].decode("utf-8", "surrogateescape"), flags
+
+
+def tap_netns_fd(fd: int) -> int | None:
+    """An fd of the network namespace the TAP device of `fd` is in, or None
+    if the kernel cannot say (TUNGETDEVNETNS: Linux 5.2)."""
+    try:
+        return fcntl.ioctl(fd, TUNGETDEVNETNS)
+    except OSError:
+        return None
+
+
+def tap_netns(fd: int) -> tuple[int, int] | None:
+    """(st_dev, st_ino) of the network namespace the TAP device of `fd` is in, or None."""
+    nsfd = tap_netns_fd(fd)
+    if nsfd is None:
+        return None
+    try:
+        st = os.fstat(nsfd)
+        return st.st_dev, st.st_ino
+    finally:
+        os.close(nsfd)
+
+
+def netns_id(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def check_tap(fd: int, name: str, netns: str | None = None) -> str | None:
+    """Why handed-over `fd` is not our TAP `name` (in namespace file `netns`,
+    if given and it still exists); None if it is. Makes it non-blocking."""
+    try:
+        got, flags = tap_info(fd)
+    except OSError as exc:
+        return f"not attached to a TAP ({exc.strerror})"
+    if got != name:
+        return f"it is TAP {got!r}, not {name!r}"
+    if flags & TAP_FLAGS_MASK != TAP_FLAGS:
+        return f"TAP flags {flags:#x}, not {TAP_FLAGS:#x}"
+    if netns is not None:
+        want, have = netns_id(netns), tap_netns(fd)
+        if want is not None and have is not None and want != have:
+            return f"{name} is not in network namespace {netns}"
+    os.set_blocking(fd, False)
+    return None
 
 
 def stable_mac(name: str) -> bytes:

@@ -1,0 +1,104 @@
+"""What every ovslite-ctl command module shares: the context object and argument checks.
+
+Argument checks raise click.UsageError (exit status 2, one line) before
+anything is sent to the daemon.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+import click
+
+from ovslite import portconfig
+from ovslite.db import BRIDGE_SETTINGS
+from ovslite.names import check_ifname
+from ovslite.vnet import format_mac, parse_mac
+
+from .client import Client
+
+PROG = "ovslite-ctl"
+
+
+@dataclass
+class Ctl:
+    socket: str
+    fmt: str
+    timeout: float
+    may_exist: bool
+    if_exists: bool
+
+    def client(self) -> Client:
+        return Client(self.socket, self.timeout)
+
+    def emit(self, data, render) -> None:
+        """Print `data` as JSON, or the lines `render(data)` returns as text."""
+        if self.fmt == "json":
+            click.echo(json.dumps(data, indent=2, sort_keys=True))
+        else:
+            for line in render(data):
+                click.echo(line)
+
+
+def check_name(name: str, what: str) -> str:
+    try:
+        return check_ifname(name, what)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def parse_pairs(pairs, what: str = "option") -> dict[str, str]:
+    """('a=1', 'b=') -> {'a': '1', 'b': ''}; a missing '=' or a repeated key is an error."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise click.UsageError(f"invalid {what} {pair!r}: expected key=value")
+        if key in out:
+            raise click.UsageError(f"{what} {key!r} given more than once")
+        out[key] = value
+    return out
+
+
+def port_settings(pairs, new_port: bool = False) -> dict[str, str]:
+    """KEY=VALUE port settings, checked as the daemon will (a new port's fully)."""
+    settings = parse_pairs(pairs, "setting")
+    try:
+        parsed = portconfig.parse(settings)
+        if new_port:
+            portconfig.merge({}, parsed)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    return settings
+
+
+def bridge_settings(pairs) -> dict[str, str]:
+    settings = parse_pairs(pairs, "setting")
+    for key, text in settings.items():
+        if key not in BRIDGE_SETTINGS:
+            known = ", ".join(BRIDGE_SETTINGS)
+            raise click.UsageError(f"unknown bridge setting {key!r} (known: {known})")
+        if text == "":
+            continue
+        try:
+            value = float(text) if key == "mac-aging-time" else int(text)
+        except ValueError:
+            raise click.UsageError(f"{key}: {text!r} is not a number") from None
+        if not 0 < value < math.inf:
+            raise click.UsageError(f"{key}: must be positive")
+    return settings
+
+
+def check_mac(text: str) -> str:
+    """A MAC as the user typed it -> 'aa:bb:cc:dd:ee:ff'."""
+    try:
+        return format_mac(parse_mac(text))
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def kv(d: dict) -> str:
+    return "{" + ", ".join(f"{k}={v}" for k, v in sorted(d.items())) + "}"

@@ -1,0 +1,105 @@
+"""ovslite-ctl's MAC learning table commands: fdb-show, fdb-add, fdb-del, fdb-flush, fdb-stats.
+
+Static entries (fdb-add) are kept in the daemon's database, never age and are
+never moved by learning; fdb-flush forgets learned entries only, like
+`bridge fdb flush`. fdb-stats follows `ovs-appctl fdb/stats-show`.
+"""
+
+from __future__ import annotations
+
+import click
+
+from .common import Ctl, check_mac, check_name
+
+VLAN = click.IntRange(0, 4094)
+
+
+def render_fdb(entries: list[dict]) -> list[str]:
+    width = max([4] + [len(e["port"]) for e in entries])
+    lines = [f"{'port':>{width + 1}}  VLAN  MAC                Age"]
+    for e in entries:
+        age = "static" if e["static"] else str(e["age"])
+        lines.append(f"{e['port']:>{width + 1}}  {e['vlan']:4d}  {e['mac']:17}  {age:>3}")
+    return lines
+
+
+def render_stats(s: dict) -> list[str]:
+    return [
+        f'Statistics for bridge "{s["bridge"]}":',
+        f"  Current/maximum MAC entries in the table: {s['entries']}/{s['max_entries']}",
+        f"  Current static MAC entries in the table : {s['static']}",
+        f"  Total number of learned MAC entries     : {s['learned']}",
+        f"  Total number of expired MAC entries     : {s['aged']}",
+        f"  Total number of evicted MAC entries     : {s['evicted']}",
+        f"  Total number of port moved MAC entries  : {s['moved']}",
+        f"  MAC aging time in seconds               : {s['aging_time']:g}",
+    ]
+
+
+@click.command("fdb-show")
+@click.argument("bridge")
+@click.option("--vlan", type=VLAN, help="only this VLAN (0: untagged)")
+@click.pass_obj
+def fdb_show(ctl: Ctl, bridge, vlan):
+    """Print BRIDGE's MAC learning table (port, VLAN, MAC, age in seconds or static)."""
+    check_name(bridge, "bridge")
+    with ctl.client() as c:
+        entries = c.fdb(bridge, vlan)
+    ctl.emit(entries, render_fdb)
+
+
+@click.command("fdb-add")
+@click.argument("bridge")
+@click.argument("mac")
+@click.argument("port")
+@click.option("--vlan", type=VLAN, default=0, show_default=True, help="the entry's VLAN")
+@click.pass_obj
+def fdb_add(ctl: Ctl, bridge, mac, port, vlan):
+    """Add a static entry: MAC is behind PORT of BRIDGE (replaces a learned one)."""
+    check_name(bridge, "bridge")
+    mac = check_mac(mac)
+    check_name(port, "port")
+    with ctl.client() as c:
+        c.fdb_add(bridge, mac, port, vlan)
+
+
+@click.command("fdb-del")
+@click.argument("bridge")
+@click.argument("mac")
+@click.option("--vlan", type=VLAN, default=0, show_default=True, help="the entry's VLAN")
+@click.pass_obj
+def fdb_del(ctl: Ctl, bridge, mac, vlan):
+    """Remove MAC's entry (static or learned) from BRIDGE's table."""
+    check_name(bridge, "bridge")
+    mac = check_mac(mac)
+    with ctl.client() as c:
+        c.fdb_del(bridge, mac, vlan)
+
+
+@click.command("fdb-flush")
+@click.argument("bridge")
+@click.option("--port", help="only the entries learned on this port")
+@click.pass_obj
+def fdb_flush(ctl: Ctl, bridge, port):
+    """Forget the MACs BRIDGE learned (static entries stay); print how many."""
+    check_name(bridge, "bridge")
+    if port is not None:
+        check_name(port, "port")
+    with ctl.client() as c:
+        count = c.fdb_flush(bridge, port)
+    data = {"bridge": bridge, "port": port, "flushed": count}
+    ctl.emit(data, lambda d: [f"{count} MAC entr{'y' if count == 1 else 'ies'} flushed"])
+
+
+@click.command("fdb-stats")
+@click.argument("bridge")
+@click.pass_obj
+def fdb_stats(ctl: Ctl, bridge):
+    """Print BRIDGE's MAC table counters (like ovs-appctl fdb/stats-show)."""
+    check_name(bridge, "bridge")
+    with ctl.client() as c:
+        stats = {"bridge": bridge, **c.fdb_stats(bridge)}
+    ctl.emit(stats, render_stats)
+
+
+COMMANDS = (fdb_show, fdb_add, fdb_del, fdb_flush, fdb_stats)

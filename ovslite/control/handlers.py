@@ -1,0 +1,223 @@
+"""The control commands that are one Switch call each: configuration, dumps, the FDB.
+
+Each handler takes a parsed Request and returns None (an ack), a dict (one
+reply message, then the ack) or, for a dump command, a list of dicts (a
+snapshot; the server encodes it lazily). Refusals are SwitchError or
+ProtocolError with an errno and a one-line message; anything else is a bug
+and becomes EIO in the server. Streaming commands (capture, monitor) live in
+streams.py and monitor.py.
+
+Settings travel as strings both ways (OVSLITE_ATTR_SETTINGS): requests carry
+what the user typed (`tag=20`, `trunks=10,20-30`, `learning=off`, '' resets),
+which the switch parses and validates; dumps carry the settings in effect that
+differ from the defaults, in the same syntax, so they can be fed back.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable
+
+import structlog
+
+from .. import __version__, portconfig
+from ..db import BRIDGE_SETTINGS
+from ..switch import SwitchError
+from ..vnet import format_mac, parse_mac
+from . import messages as m
+
+log = structlog.get_logger("ovslite.control")
+
+
+def trunks_text(vlans) -> str:
+    """[10, 20, 21, 22] -> '10,20-22'."""
+    out: list[str] = []
+    vlans = sorted(vlans)
+    i = 0
+    while i < len(vlans):
+        j = i
+        while j + 1 < len(vlans) and vlans[j + 1] == vlans[j] + 1:
+            j += 1
+        out.append(str(vlans[i]) if i == j else f"{vlans[i]}-{vlans[j]}")
+        i = j + 1
+    return ",".join(out)
+
+
+def settings_text(settings: dict) -> dict[str, str]:
+    """Typed port settings -> {key: text} for those that differ from the defaults."""
+    out = {}
+    for key in portconfig.KNOWN:
+        value = settings.get(key)
+        if value is None or value == [] or value == portconfig.DEFAULTS.get(key):
+            continue
+        if isinstance(value, bool):
+            out[key] = "on" if value else "off"
+        elif key == "trunks":
+            out[key] = trunks_text(value)
+        else:
+            out[key] = str(value)
+    return out
+
+
+def bridge_settings_text(config: dict) -> dict[str, str]:
+    """A bridge's configured set-br settings (not its static MACs) as text."""
+    return {k: f"{config[k]:g}" if isinstance(config[k], float) else str(config[k])
+            for k in BRIDGE_SETTINGS if k in config}
+
+
+def _vlan(values: dict) -> int:
+    vlan = values.get("vlan", 0)
+    if not 0 <= vlan <= 4094:
+        raise SwitchError(errno.EINVAL, f"VLAN {vlan} is out of range (0-4094)")
+    return vlan
+
+
+def _mac(values: dict) -> bytes:
+    try:
+        return parse_mac(values["mac"])
+    except ValueError as exc:
+        raise SwitchError(errno.EINVAL, str(exc)) from None
+
+
+def _number(port) -> int:
+    return port.number
+
+
+class Handlers:
+    def __init__(self, switch):
+        self.switch = switch
+
+    def table(self) -> dict[m.Cmd, Callable[[m.Request], object]]:
+        C = m.Cmd
+        return {
+            C.GET_VERSION: self.get_version, C.ADD_BR: self.add_br, C.DEL_BR: self.del_br,
+            C.GET_BR: self.get_br, C.SET_BR: self.set_br, C.ADD_PORT: self.add_port,
+            C.DEL_PORT: self.del_port, C.GET_PORT: self.get_port, C.SET_PORT: self.set_port,
+            C.GET_FDB: self.get_fdb, C.FDB_ADD: self.fdb_add, C.FDB_DEL: self.fdb_del,
+            C.FDB_FLUSH: self.fdb_flush, C.FDB_STATS: self.fdb_stats,
+        }
+
+    # -- configuration ----------------------------------------------------------
+    def get_version(self, req: m.Request) -> dict:
+        return {"version": __version__, "protocol": m.OVSLITE_PROTOCOL_VERSION}
+
+    def add_br(self, req: m.Request) -> None:
+        v = req.values
+        self.switch.add_bridge(v["bridge"], may_exist=v.get("may_exist", False))
+
+    def del_br(self, req: m.Request) -> None:
+        v = req.values
+        self.switch.del_bridge(v["bridge"], if_exists=v.get("if_exists", False))
+
+    def set_br(self, req: m.Request) -> None:
+        v = req.values
+        self.switch.set_bridge(v["bridge"], v["settings"])
+
+    def add_port(self, req: m.Request) -> None:
+        v = req.values
+        self.switch.add_port(v["bridge"], v["port"], v.get("type", "system"),
+                             v.get("options", {}), may_exist=v.get("may_exist", False),
+                             settings=v.get("settings") or None)
+
+    def del_port(self, req: m.Request) -> None:
+        v = req.values
+        self.switch.del_port(v["port"], v.get("bridge"), if_exists=v.get("if_exists", False))
+
+    def set_port(self, req: m.Request) -> None:
+        v = req.values
+        self.switch.port(v["port"], v.get("bridge"))  # ENOENT, also for the wrong bridge
+        self.switch.set_port(v["port"], v["settings"])
+
+    # -- dumps --------------------------------------------------------------------
+    def _bridges(self, name: str | None) -> list:
+        if name is not None:
+            return [self.switch.bridge(name)]  # SwitchError ENOENT if absent
+        return [self.switch.bridges[n] for n in sorted(self.switch.bridges)]
+
+    def _options(self, port) -> dict[str, str]:
+        try:
+            return dict(self.switch.port_config(port).get("options", {}))
+        except KeyError:  # being removed
+            return {}
+
+    def _port_summary(self, port) -> dict:
+        return {"port": port.name, "type": port.type, "port_no": port.number, "up": port.up,
+                "reason": None if port.up else port.reason, "options": self._options(port),
+                "settings": settings_text(port.settings)}
+
+    def _bridge_settings(self, name: str) -> dict[str, str]:
+        conf = self.switch.desired["bridges"].get(name, {}).get("config", {})
+        return bridge_settings_text(conf)
+
+    def get_br(self, req: m.Request) -> list[dict]:
+        return [
+            {"bridge": br.name, "settings": self._bridge_settings(br.name),
+             "ports": [self._port_summary(p) for p in sorted(br.ports.values(), key=_number)]}
+            for br in self._bridges(req.values.get("bridge"))
+        ]
+
+    def get_port(self, req: m.Request) -> list[dict]:
+        name = req.values.get("port")
+        out = []
+        for br in self._bridges(req.values.get("bridge")):
+            for port in sorted(br.ports.values(), key=_number):
+                if name is None or port.name == name:
+                    out.append(self._port_detail(br, port))
+        if name is not None and not out:
+            self.switch.port(name, req.values.get("bridge"))  # raises the ENOENT
+        return out
+
+    def _port_detail(self, br, port) -> dict:
+        try:
+            info = {str(k): str(v) for k, v in port.netdev.info().items()}
+        except Exception as exc:  # a provider bug must not hide every other port
+            log.warning("netdev info failed", port=port.name, error=str(exc))
+            info = {}
+        s = port.stats
+        return {**self._port_summary(port), "bridge": br.name, "info": info,
+                "stats": {**s.as_dict(), "drops": dict(s.drops)}}
+
+    # -- the MAC learning table ---------------------------------------------------------
+    def get_fdb(self, req: m.Request) -> list[dict]:
+        br = self.switch.bridge(req.values["bridge"])
+        vlan = _vlan(req.values) if "vlan" in req.values else None
+        now = self.switch.datapath.clock()
+        aging = br.macs.aging
+        out = []
+        for entry in br.macs.entries.values():
+            if vlan is not None and entry.vlan != vlan:
+                continue
+            age = now - entry.used
+            if not entry.static and age > aging:
+                continue  # already treated as absent; the timer will remove it
+            port = entry.port
+            out.append({"port": getattr(port, "name", str(port)),
+                        "port_no": getattr(port, "number", 0),
+                        "vlan": entry.vlan, "mac": format_mac(entry.mac),
+                        "age": int(max(age, 0)), "static": entry.static})
+        out.sort(key=lambda e: (e["port_no"], e["vlan"], e["mac"]))
+        return out
+
+    def fdb_add(self, req: m.Request) -> None:
+        v = req.values
+        self.switch.fdb_add(v["bridge"], _mac(v), v["port"], _vlan(v))
+
+    def fdb_del(self, req: m.Request) -> None:
+        v = req.values
+        self.switch.fdb_del(v["bridge"], _mac(v), _vlan(v))
+
+    def fdb_flush(self, req: m.Request) -> dict:
+        v = req.values
+        count = self.switch.fdb_flush(v["bridge"], v.get("port"))
+        return {"bridge": v["bridge"], "count": count}
+
+    def fdb_stats(self, req: m.Request) -> dict:
+        br = self.switch.bridge(req.values["bridge"])
+        macs = br.macs
+        st = macs.stats
+        static = sum(1 for e in macs.entries.values() if e.static)
+        counters = {"entries": len(macs), "static": static, "learned": st.learned,
+                    "moved": st.moved, "aged": st.aged, "evicted": st.evicted}
+        settings = bridge_settings_text({"mac-aging-time": float(macs.aging),
+                                         "mac-table-size": int(macs.max_entries)})
+        return {"bridge": br.name, "counters": counters, "settings": settings}
