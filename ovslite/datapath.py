@@ -10,6 +10,8 @@ bridge through `Datapath.input` in the same pass, with `depth` bounding loops.
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from collections.abc import Callable
 
@@ -39,6 +41,24 @@ class Datapath:
         fd = self._fds.pop(port, None)
         if fd is not None:
             self.loop.remove_reader(fd)
+
+    def rearm(self, port: Port) -> None:
+        """Clear a pending socket error on the port's fd and watch it again."""
+        self.detach(port)
+        fd = port.netdev.fileno()
+        if fd is not None:
+            try:
+                probe = socket.socket(fileno=os.dup(fd))
+            except OSError:
+                probe = None
+            if probe is not None:
+                try:
+                    probe.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)  # reading clears it
+                except OSError:
+                    pass  # not a socket (a TAP fd): nothing to clear
+                finally:
+                    probe.close()
+        self.attach(port)
 
     def _on_readable(self, port: Port) -> None:
         packets = port.netdev.recv_batch(BATCH)

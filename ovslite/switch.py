@@ -425,8 +425,24 @@ class Switch:
             self.datapath.attach(port)
             self._handover_opened(port)
             log.info("port device back", bridge=port.bridge.name, port=name)
+            self._apply_mtu(port)
+        was_up = netdev.link.up
         netdev.link = LinkStatus(*linkmon.link_state(flags))
+        if netdev.link.up and not was_up:
+            # Going down left an error on the port's socket, and the event loop
+            # stops watching an fd that reported one: clear it and watch again.
+            self.datapath.rearm(port)
         self.set_state(port, netdev.link.up, netdev.link.reason)
+
+    def _apply_mtu(self, port: Port) -> None:
+        """A device that came back has its default MTU: give it the configured one."""
+        mtu = port.settings.get("mtu")
+        if mtu is not None:
+            try:
+                port.netdev.set_mtu(mtu)
+            except NetdevError as exc:
+                log.error("cannot restore mtu", bridge=port.bridge.name, port=port.name,
+                          error=str(exc))
 
     def _notify(self, event: str, **fields) -> None:
         for listener in list(self.listeners):  # a listener may remove itself
