@@ -53,6 +53,8 @@ from integration.demo_bench import (  # noqa: E402
     make_host,
     measure_link,
     run,
+    signals_ignored,
+    write_json,
 )
 
 BIN = Path(sys.executable).parent
@@ -289,16 +291,6 @@ def _raise_interrupt(signum, frame):
     raise Interrupted(signal.Signals(signum).name)
 
 
-@contextlib.contextmanager
-def _signals_ignored():
-    saved = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for s, handler in saved.items():
-            signal.signal(s, handler)
-
-
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="demo.py", description="ovslite: patch ports vs veth pairs, "
                                 "measured and captured (docs/demo.md).")
@@ -354,7 +346,7 @@ def main(argv=None) -> int:
             with contextlib.suppress(Exception):  # diagnostics must not hide the failure
                 demo.diagnose()
     finally:
-        with _signals_ignored():
+        with signals_ignored():
             if args.keep and rc == 0:
                 doc["teardown"] = demo_keep.keep(demo, str(REPO / "integration" / "demo.py"), str(CTL))
                 doc["leftovers"] = []
@@ -365,9 +357,9 @@ def main(argv=None) -> int:
     doc["machine"]["loadavg_end"] = os.getloadavg()
     doc["namespaces"] = {"h1": demo.h1.ns if demo.h1 else None, "h2": demo.h2.ns if demo.h2 else None}
     if "chart" in doc:
-        demo_report.write_json(doc, doc["chart"][:-4] + ".json")
+        write_json(doc, doc["chart"][:-4] + ".json")
     if args.json:
-        demo_report.write_json(doc, args.json)
+        write_json(doc, args.json)
     if doc["error"]:
         tail = ("everything it made was removed" if not doc["leftovers"]
                 else f"LEFT BEHIND: {', '.join(doc['leftovers'])}")

@@ -6,7 +6,9 @@ The demo measures with the bench's own code, imported, never copied:
                                forwarding_rate (trafgen 64-byte frames, with the
                                switch's CPU per delivered frame from /proc)
   integration.bench.hosts      Host (what those functions take), connectivity
-  integration.bench.resources  Resources (bookkeeping and guaranteed removal), run
+  integration.bench.resources  Resources (bookkeeping and guaranteed removal), run, cmdline
+  integration.bench.runner     signals_ignored (for cleaning up without being cut short)
+  integration.bench.report     write_json
   integration.bench.sw_ovslite Ovslite (a private ovslited, ready on its "started" log record)
   integration.bench.progress   Progress (the live status line)
 
@@ -14,9 +16,9 @@ What this file adds, because the bench does not expose it in the form the
 demo needs:
 
 - `DemoResources`: bench's `Resources` names namespaces "bench-<tag>-<role>"
-  and links "b<tag><role>" and sweeps by those prefixes. The demo's names
+  and links "b<tag><role>" and sweeps by those stems. The demo's names
   are "od<tag>-<role>" (readable when a user retypes a command), so this
-  subclass overrides the naming and sweeping methods only; creation,
+  subclass overrides the two stems only; naming, sweeping, creation,
   process stopping and removal are the bench's.
 - `make_host`: bench's `hosts.make_host` builds a host silently; the demo
   must echo every command so a user can repeat the topology by hand, so it
@@ -41,12 +43,14 @@ from dataclasses import dataclass
 from integration.bench import measure
 from integration.bench.hosts import Host, connectivity
 from integration.bench.progress import Progress
-from integration.bench.resources import CommandError, Resources, run, wait_for
+from integration.bench.report import write_json
+from integration.bench.resources import CommandError, Resources, cmdline, run, wait_for
+from integration.bench.runner import signals_ignored
 from integration.bench.sw_ovslite import Ovslite
 
 __all__ = ["CommandError", "DemoResources", "Host", "LiveStep", "Ovslite", "Progress", "Budget",
            "connectivity", "make_host", "measure_link", "run", "wait_for", "PREFIX",
-           "demo_names_left", "stop_pid"]
+           "demo_names_left", "stop_pid", "cmdline", "signals_ignored", "write_json"]
 
 #: every namespace and link the demo makes is "od<tag>-<role>" (ovslite demo)
 PREFIX = "od"
@@ -56,23 +60,13 @@ TAG_RE = re.compile(r"^[0-9a-f]{4}$")
 class DemoResources(Resources):
     """bench's Resources with the demo's names (see the module docstring)."""
 
-    def ns_name(self, role: str) -> str:
-        return f"{PREFIX}{self.tag}-{role}"
+    @property
+    def ns_stem(self) -> str:
+        return f"{PREFIX}{self.tag}-"
 
-    def link_name(self, role: str) -> str:
-        name = f"{PREFIX}{self.tag}-{role}"
-        if len(name.encode()) > 15:
-            raise ValueError(f"interface name {name!r} is longer than 15 bytes")
-        return name
-
-    def sweep_links(self) -> list[str]:
-        mine = f"{PREFIX}{self.tag}-"
-        return [n for n in os.listdir("/sys/class/net") if n.startswith(mine)]
-
-    def sweep_namespaces(self) -> list[str]:
-        out = run(["ip", "netns", "list"], check=False).stdout
-        mine = f"{PREFIX}{self.tag}-"
-        return [line.split()[0] for line in out.splitlines() if line.startswith(mine)]
+    @property
+    def link_stem(self) -> str:
+        return f"{PREFIX}{self.tag}-"
 
 
 def demo_names_left(tag: str) -> list[str]:
@@ -183,13 +177,8 @@ def stop_pid(pid: int, marker: str, timeout: float = 10.0) -> str | None:
     marker (its private socket path) makes sure a recycled pid is left alone.
     Returns a problem description, or None.
     """
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return None  # already gone
-    if marker not in cmdline:
-        return None  # pid reused by something else: not ours
+    if marker not in cmdline(pid):
+        return None  # already gone, or the pid reused by something else: not ours
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:

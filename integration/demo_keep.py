@@ -15,7 +15,7 @@ import shlex
 import signal
 import sys
 
-from integration.demo_bench import PREFIX, DemoResources, demo_names_left, stop_pid
+from integration.demo_bench import PREFIX, DemoResources, cmdline, demo_names_left, stop_pid
 
 STATE = "state.json"
 
@@ -69,11 +69,7 @@ def leftovers(tag: str, workdir: str) -> list[str]:
     found = demo_names_left(tag)
     for pid in os.listdir("/proc"):
         if pid.isdigit() and int(pid) != os.getpid():
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
+            cmd = cmdline(pid)
             if workdir in cmd and "--teardown" not in cmd:
                 found.append(f"process {pid}: {cmd.strip()[:120]}")
     if os.path.exists(workdir):

@@ -8,9 +8,6 @@ says so instead of repeating what the seeds predict.
 
 from __future__ import annotations
 
-import json
-import os
-
 #: key: (label, unit, scale, format, which way is better; "" for context figures)
 ROWS: dict[str, tuple[str, str, float, str, str]] = {
     "tcp_gbps": ("TCP throughput (iperf3, 1 stream)", "Gbit/s", 1, ".2f", "higher"),
@@ -205,15 +202,6 @@ def _round_trip(va: str, vb: str) -> str:
                 f"syscall, a second copy, one more event-loop wake-up) before br-b can forward it.")
     return (f"ovslited hands it to the kernel on {va}, {kernel}, and ovslited takes it back from "
             f"{vb} (a copy each way, one more event-loop wake-up) before br-b can forward it.")
-
-
-def write_json(doc: dict, path: str) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(doc, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 def write_png(doc: dict, path: str) -> None:

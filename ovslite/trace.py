@@ -241,6 +241,7 @@ def summary(outputs: list[dict], reason: str | None, bridge: str) -> str:
 
 
 def vlan_ranges(vlans) -> str:
+    """[10, 20, 21, 22] -> '10,20-22' (set-port's trunks syntax)."""
     out: list[str] = []
     vids = sorted(vlans)
     i = 0

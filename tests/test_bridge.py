@@ -1,28 +1,14 @@
 """Bridge.forward: flooding, unicast, filtering, learning, port state, stats."""
 
 import pytest
+from helpers import BCAST, MCAST, A, B, C, X, make_bridge
 
 from ovslite.bridge import DEFAULT_VLAN, Bridge, Port, PortStats
 from ovslite.vnet import ethernet
 
-BCAST = b"\xff" * 6
-MCAST = bytes.fromhex("01005e000001")
-A = bytes.fromhex("020000000001")
-B = bytes.fromhex("020000000002")
-C = bytes.fromhex("020000000003")
-X = bytes.fromhex("0200000000ff")  # never seen
-
 
 def pkt(dst: bytes, src: bytes, payload: bytes = b"") -> bytes:
     return ethernet(dst + src + b"\x08\x00" + payload)
-
-
-def make_bridge(n: int = 3, aging: float = 300.0) -> tuple[Bridge, list[Port]]:
-    br = Bridge("br0", aging=aging)
-    ports = [br.add_port(Port(f"p{i}")) for i in range(1, n + 1)]
-    for p in ports:
-        br.set_port_state(p, True)
-    return br, ports
 
 
 def fwd(br: Bridge, port: Port, packets: list, now: float = 0.0) -> dict[str, list]:

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import io
-import os
-import shutil
 import threading
 
 import pytest
+from helpers import TYPE, Daemon
 from scapy.all import Ether, PcapReader
-from test_control_server import Daemon, FakeInternal, LoopThread, short_dir
 
-from ovslite import netdev as netdevmod
 from ovslite import pcap
 from ovslite.capture import Capture
 from ovslite.control.messages import Cmd
@@ -80,19 +77,13 @@ def test_summary_line():
 
 
 @pytest.fixture
-def daemon(tmp_path, monkeypatch):
-    monkeypatch.setitem(netdevmod._CLASSES, "internal", FakeInternal)
-    lt = LoopThread()
-    sockdir = short_dir()
-    d = Daemon(lt, str(tmp_path / "conf.db"), os.path.join(sockdir, "ctl.sock")).start()
-    with d.client() as c:
+def daemon(daemon):
+    """conftest.py's daemon, with bridge br0 and ports p1 and p2."""
+    with daemon.client() as c:
         c.add_bridge("br0")
-        c.add_port("br0", "p1", "test-ctl")
-        c.add_port("br0", "p2", "test-ctl")
-    yield d
-    d.stop()
-    lt.stop()
-    shutil.rmtree(sockdir, ignore_errors=True)
+        c.add_port("br0", "p1", TYPE)
+        c.add_port("br0", "p2", TYPE)
+    return daemon
 
 
 def inject(d: Daemon, port: str, frames: list[bytes]) -> None:

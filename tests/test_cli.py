@@ -2,58 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-import errno
 import json
 import os
-import shutil
 import socket
-import tempfile
-import threading
 
 import pytest
 import structlog
-import uvloop
 from click.testing import CliRunner
+from helpers import TYPE, CtlRunner
 
-from ovslite import netdev as netdevmod
-from ovslite.control.server import ControlServer
-from ovslite.datapath import Datapath
-from ovslite.db import ConfigDB
-from ovslite.netdev import Netdev, NetdevError, netdev_types, register
-from ovslite.switch import Switch
 from ovslite_ctl.cli import cli
-
-TYPE = "test-cli"
-
-
-class FakeNetdev(Netdev):
-    type = TYPE
-    options = frozenset({"peer"})
-
-    def open(self):
-        if self.name.startswith("missing"):
-            raise NetdevError(f"interface {self.name!r} does not exist", errno.ENODEV)
-
-    def close(self):
-        pass
-
-    def fileno(self):
-        return None
-
-    def recv_batch(self, limit):
-        return []
-
-    def send_batch(self, packets):
-        return len(packets)
-
-
-class FakeInternal(FakeNetdev):
-    type = "internal"
-
-
-if TYPE not in netdev_types():
-    register(FakeNetdev)
 
 
 def run(*args, env=None):
@@ -151,73 +109,38 @@ def test_daemon_not_running(tmp_path, args):
     assert "No such file or directory" in line and "is ovslited running?" in line
 
 
-def test_stale_socket_is_connection_refused():
-    d = tempfile.mkdtemp(prefix="ovsl-", dir="/tmp")
-    try:
-        path = os.path.join(d, "ctl.sock")
-        dead = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        dead.bind(path)
-        dead.close()
-        one_line_error(run("--socket", path, "list-br"), 1, "Connection refused")
-        # and the socket comes from OVSLITE_SOCKET when --socket is not given
-        one_line_error(run("list-br", env={"OVSLITE_SOCKET": path}), 1, path)
-    finally:
-        shutil.rmtree(d)
+def test_stale_socket_is_connection_refused(sockdir):
+    path = os.path.join(sockdir, "ctl.sock")
+    dead = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    dead.bind(path)
+    dead.close()
+    one_line_error(run("--socket", path, "list-br"), 1, "Connection refused")
+    # and the socket comes from OVSLITE_SOCKET when --socket is not given
+    one_line_error(run("list-br", env={"OVSLITE_SOCKET": path}), 1, path)
 
 
-def test_daemon_that_does_not_answer_times_out():
-    d = tempfile.mkdtemp(prefix="ovsl-", dir="/tmp")
+def test_daemon_that_does_not_answer_times_out(sockdir):
     mute = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
-        path = os.path.join(d, "ctl.sock")
+        path = os.path.join(sockdir, "ctl.sock")
         mute.bind(path)
         mute.listen(1)
         one_line_error(run("--socket", path, "--timeout", "0.2", "list-br"), 1,
                        "no reply from ovslited within 0.2 s")
     finally:
         mute.close()
-        shutil.rmtree(d)
 
 
 # -- against a running server -------------------------------------------------------------
 
 
 @pytest.fixture
-def server(tmp_path, monkeypatch):
-    """A ControlServer + Switch on a uvloop loop in a thread; yields the ctl runner."""
-    monkeypatch.setitem(netdevmod._CLASSES, "internal", FakeInternal)
-    d = tempfile.mkdtemp(prefix="ovsl-", dir="/tmp")
-    path = os.path.join(d, "ctl.sock")
-    loop = uvloop.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-
-    def call(fn, *args):
-        async def go():
-            return fn(*args)
-        return asyncio.run_coroutine_threadsafe(go(), loop).result(10)
-
-    switch = Switch(ConfigDB(str(tmp_path / "conf.db")), Datapath(loop, clock=lambda: 50.0))
-    srv = ControlServer(switch, path, loop)
-    call(srv.open)
-    call(switch.load)
-
-    def ctl(*args, code=0):
-        result = run("--socket", path, *args)
-        assert result.exit_code == code, (args, result.output)
-        assert "Traceback" not in result.output
-        return result
-
-    ctl.switch, ctl.call = switch, call
+def server(daemon):
+    """ovslite-ctl against conftest.py's daemon, whose clock reads 50.0."""
+    daemon.now = 50.0
     # The server thread logs; keep that out of the CLI output CliRunner captures.
     with structlog.testing.capture_logs():
-        yield ctl
-    call(srv.close)
-    call(switch.shutdown)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(10)
-    loop.close()
-    shutil.rmtree(d)
+        yield CtlRunner(daemon)
 
 
 def test_bridge_and_port_lifecycle(server):

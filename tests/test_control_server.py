@@ -3,136 +3,24 @@ whose ports are an in-test provider (no kernel devices, no root)."""
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import os
 import re
-import shutil
 import socket
 import stat
 import struct
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 import pytest
-import uvloop
+from helpers import TYPE, Daemon
 
-from ovslite import netdev as netdevmod
 from ovslite.control import messages as m
 from ovslite.control.messages import Cmd
 from ovslite.control.server import ControlServer, ControlSocketError
-from ovslite.datapath import Datapath
 from ovslite.db import ConfigDB
-from ovslite.netdev import Netdev, NetdevError, netdev_types, register
-from ovslite.switch import Switch
 from ovslite_ctl.client import Client, ConnectError, ControlError, DaemonError
-
-TYPE = "test-ctl"
-
-
-class FakeNetdev(Netdev):
-    """Opens nothing; a name starting with "missing" fails like an absent interface."""
-
-    type = TYPE
-    options = frozenset({"peer", "color"})
-
-    def open(self):
-        if self.name.startswith("missing"):
-            raise NetdevError(f"interface {self.name!r} does not exist", errno.ENODEV)
-
-    def close(self):
-        pass
-
-    def fileno(self):
-        return None
-
-    def recv_batch(self, limit):
-        return []
-
-    def send_batch(self, packets):
-        return len(packets)
-
-    def info(self):
-        return {"kind": "fake", "peer": self.config.get("peer", "")}
-
-
-class FakeInternal(FakeNetdev):
-    type = "internal"  # stands in for the bridge-local port, which would create a TAP
-
-
-if TYPE not in netdev_types():
-    register(FakeNetdev)
-
-
-def short_dir() -> str:
-    # AF_UNIX paths are limited to 107 bytes; pytest's tmp_path can be longer.
-    return tempfile.mkdtemp(prefix="ovsl-", dir="/tmp")
-
-
-class LoopThread:
-    """A uvloop event loop in a thread, as the daemon runs one; `call` runs code on it."""
-
-    def __init__(self):
-        self.loop = uvloop.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def call(self, fn, *args, **kwargs):
-        async def run():
-            return fn(*args, **kwargs)
-
-        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(10)
-
-    def stop(self):
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
-
-
-class Daemon:
-    def __init__(self, lt: LoopThread, db_path: str, sock_path: str):
-        self.lt = lt
-        self.now = 1000.0
-        self.datapath = Datapath(lt.loop, clock=lambda: self.now)
-        self.switch = Switch(ConfigDB(db_path), self.datapath)
-        self.server = ControlServer(self.switch, sock_path, lt.loop)
-        self.path = sock_path
-
-    def start(self) -> Daemon:
-        self.lt.call(self.server.open)
-        self.lt.call(self.switch.load)
-        return self
-
-    def stop(self):
-        self.lt.call(self.server.close)
-        self.lt.call(self.switch.shutdown)
-
-    def client(self, timeout=5.0) -> Client:
-        return Client(self.path, timeout).connect()
-
-
-@pytest.fixture
-def lt():
-    t = LoopThread()
-    yield t
-    t.stop()
-
-
-@pytest.fixture
-def sockdir():
-    d = short_dir()
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
-
-
-@pytest.fixture
-def daemon(lt, sockdir, tmp_path, monkeypatch):
-    monkeypatch.setitem(netdevmod._CLASSES, "internal", FakeInternal)
-    d = Daemon(lt, str(tmp_path / "conf.db"), os.path.join(sockdir, "run", "ctl.sock")).start()
-    yield d
-    d.stop()
 
 
 @pytest.fixture
@@ -538,8 +426,7 @@ def test_second_server_on_live_socket_refuses(daemon, lt):
         assert c.version()["protocol"] == m.OVSLITE_PROTOCOL_VERSION
 
 
-def test_stale_socket_is_replaced(lt, sockdir, tmp_path, monkeypatch):
-    monkeypatch.setitem(netdevmod._CLASSES, "internal", FakeInternal)
+def test_stale_socket_is_replaced(lt, sockdir, tmp_path, fake_internal):
     path = os.path.join(sockdir, "ctl.sock")
     dead = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     dead.bind(path)  # a socket file nobody listens on: a daemon that died

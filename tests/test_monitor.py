@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 import queue
-import shutil
 import signal
 import socket
 import subprocess
@@ -18,9 +16,8 @@ import time
 import pytest
 import structlog
 from click.testing import CliRunner
-from test_control_server import TYPE, Daemon, FakeInternal, LoopThread, short_dir
+from helpers import TYPE, Daemon
 
-from ovslite import netdev as netdevmod
 from ovslite.control import monitor as monmod
 from ovslite.vnet import ethernet
 from ovslite_ctl import cli as climod
@@ -34,16 +31,10 @@ def frame(src: bytes, dst: bytes = b"\xff" * 6) -> bytes:
 
 
 @pytest.fixture
-def daemon(tmp_path, monkeypatch):
-    monkeypatch.setitem(netdevmod._CLASSES, "internal", FakeInternal)
-    lt = LoopThread()
-    sockdir = short_dir()
-    d = Daemon(lt, str(tmp_path / "conf.db"), os.path.join(sockdir, "ctl.sock")).start()
+def daemon(daemon):
+    """conftest.py's daemon, its log kept out of the test's output."""
     with structlog.testing.capture_logs():
-        yield d
-    d.stop()
-    lt.stop()
-    shutil.rmtree(sockdir, ignore_errors=True)
+        yield daemon
 
 
 class Watcher:

@@ -3,33 +3,24 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import errno
 import json
-import os
 import random
-import shutil
-import tempfile
-import threading
 
 import pytest
 import structlog
-import uvloop
-from click.testing import CliRunner
+from helpers import CtlRunner, FakeNetdev, make_bridge
 
-from ovslite import netdev as netdevmod
 from ovslite import portconfig
 from ovslite import trace as tr
-from ovslite.bridge import Bridge, Port
+from ovslite.bridge import Port
 from ovslite.control.messages import Cmd
-from ovslite.control.server import ControlServer
 from ovslite.datapath import MAX_DEPTH, Datapath
 from ovslite.db import ConfigDB
-from ovslite.netdev import Netdev, netdev_types, register
+from ovslite.netdev import netdev_types, register
 from ovslite.switch import Switch, SwitchError
 from ovslite.vnet import VNET_HDR_LEN, format_mac
-from ovslite_ctl.cli import cli
 from ovslite_ctl.client import Client, DaemonError
 from ovslite_ctl.trace import render_text
 
@@ -43,14 +34,6 @@ NOW = 1000.0
 
 
 # -- helpers -------------------------------------------------------------------------
-
-
-def make_bridge(n: int = 3, name: str = "br0") -> tuple[Bridge, list[Port]]:
-    br = Bridge(name)
-    ports = [br.add_port(Port(f"p{i}")) for i in range(1, n + 1)]
-    for p in ports:
-        br.set_port_state(p, True)
-    return br, ports
 
 
 def conf(port: Port, **settings) -> None:
@@ -407,53 +390,17 @@ def test_trace_agrees_with_forward_on_random_bridges():
 TYPE = "test-trace"
 
 
-class FakeNetdev(Netdev):
-    """Opens nothing, keeps what it is asked to send."""
-
-    type = TYPE
-    options = frozenset({"peer"})
-
-    def __init__(self, name, options=None):
-        super().__init__(name, options)
-        self.sent: list[bytes] = []
-
-    def open(self):
-        pass
-
-    def close(self):
-        pass
-
-    def fileno(self):
-        return None
-
-    def recv_batch(self, limit):
-        return []
-
-    def send_batch(self, packets):
-        self.sent.extend(packets)
-        return len(packets)
-
-
-class FakeInternal(FakeNetdev):
-    type = "internal"  # the bridge-local port, which would otherwise create a TAP
+class TraceNetdev(FakeNetdev):
+    type = TYPE  # its own name: the trace's text shows it (test_cli_text)
 
 
 if TYPE not in netdev_types():
-    register(FakeNetdev)
-
-
-class Clock:
-    def __init__(self, now: float):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+    register(TraceNetdev)
 
 
 @pytest.fixture
-def sw(tmp_path, monkeypatch):
-    monkeypatch.setitem(netdevmod._CLASSES, "internal", FakeInternal)
-    s = Switch(ConfigDB(str(tmp_path / "conf.db")), Datapath(None, clock=Clock(NOW)))
+def sw(tmp_path, fake_internal):
+    s = Switch(ConfigDB(str(tmp_path / "conf.db")), Datapath(None, clock=lambda: NOW))
     s.load()
     yield s
     s.shutdown()
@@ -617,41 +564,13 @@ def test_step_limit():
 
 
 @pytest.fixture
-def daemon(tmp_path, monkeypatch):
-    """A ControlServer + Switch on a uvloop loop in a thread, as the daemon runs them."""
-    monkeypatch.setitem(netdevmod._CLASSES, "internal", FakeInternal)
-    d = tempfile.mkdtemp(prefix="ovsl-", dir="/tmp")
-    path = os.path.join(d, "ctl.sock")
-    loop = uvloop.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-
-    def call(fn, *args):
-        async def go():
-            return fn(*args)
-        return asyncio.run_coroutine_threadsafe(go(), loop).result(10)
-
-    switch = Switch(ConfigDB(str(tmp_path / "conf.db")), Datapath(loop, clock=Clock(NOW)))
-    srv = ControlServer(switch, path, loop)
-    call(srv.open)
-    call(switch.load)
-
-    def ctl(*args, code=0):
-        result = CliRunner().invoke(cli, ["--socket", path, *args])
-        assert result.exit_code == code, (args, result.output)
-        assert "Traceback" not in result.output
-        return result
-
-    ctl.switch, ctl.call, ctl.path = switch, call, path
-    call(topology, switch, {"br0": ["p1", "p2", ("pa", "pb")], "br1": [("pb", "pa"), "p9"]})
+def daemon(daemon):
+    """ovslite-ctl against conftest.py's daemon, with br0 and br1 joined by patch ports."""
+    daemon.now = NOW
+    daemon.lt.call(topology, daemon.switch,
+                   {"br0": ["p1", "p2", ("pa", "pb")], "br1": [("pb", "pa"), "p9"]})
     with structlog.testing.capture_logs():
-        yield ctl
-    call(srv.close)
-    call(switch.shutdown)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(10)
-    loop.close()
-    shutil.rmtree(d)
+        yield CtlRunner(daemon)
 
 
 def test_cli_text(daemon):

@@ -5,17 +5,12 @@ VLAN, the (VLAN, MAC) table, flood/learning/isolation flags, admin state, storm 
 import struct
 
 import pytest
+from helpers import BCAST, MCAST, A, B, C, X
 
 from ovslite import portconfig, vnet
 from ovslite.bridge import Bridge, Port
 from ovslite.vnet import ethernet
 
-BCAST = b"\xff" * 6
-MCAST = bytes.fromhex("01005e000001")
-A = bytes.fromhex("020000000001")
-B = bytes.fromhex("020000000002")
-C = bytes.fromhex("020000000003")
-X = bytes.fromhex("0200000000ff")  # never seen
 IPV4 = b"\x08\x00"
 
 

@@ -117,11 +117,21 @@ class Resources:
         self.closed = False
 
     # -- names --------------------------------------------------------------
+    # Every namespace this run makes is ns_stem + role, every link link_stem + role;
+    # close() also sweeps whatever starts with them.
+    @property
+    def ns_stem(self) -> str:
+        return f"{NS_PREFIX}{self.tag}-"
+
+    @property
+    def link_stem(self) -> str:
+        return f"{LINK_PREFIX}{self.tag}"
+
     def ns_name(self, role: str) -> str:
-        return f"{NS_PREFIX}{self.tag}-{role}"
+        return self.ns_stem + role
 
     def link_name(self, role: str) -> str:
-        name = f"{LINK_PREFIX}{self.tag}{role}"
+        name = self.link_stem + role
         if len(name.encode()) > 15:
             raise ValueError(f"interface name {name!r} is longer than 15 bytes")
         return name
@@ -213,13 +223,20 @@ class Resources:
         return problems
 
     def sweep_links(self) -> list[str]:
-        mine = f"{LINK_PREFIX}{self.tag}"
-        return [n for n in os.listdir("/sys/class/net") if n.startswith(mine)]
+        return [n for n in os.listdir("/sys/class/net") if n.startswith(self.link_stem)]
 
     def sweep_namespaces(self) -> list[str]:
         out = run(["ip", "netns", "list"], check=False).stdout
-        mine = f"{NS_PREFIX}{self.tag}-"
-        return [line.split()[0] for line in out.splitlines() if line.startswith(mine)]
+        return [line.split()[0] for line in out.splitlines() if line.startswith(self.ns_stem)]
+
+
+def cmdline(pid: int | str) -> str:
+    """Process `pid`'s command line, its arguments joined by spaces ("" if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def leftovers(tag: str) -> list[str]:
@@ -227,14 +244,8 @@ def leftovers(tag: str) -> list[str]:
     res = Resources(tag)
     found = res.sweep_namespaces() + res.sweep_links()
     marker = f"ovslite-bench-{tag}-"
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        cmd = cmdline(pid)
         if marker in cmd:
             found.append(f"process {pid}: {cmd.strip()[:120]}")
     tmp = tempfile.gettempdir()

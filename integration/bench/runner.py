@@ -64,7 +64,7 @@ def _raise_interrupt(signum, frame):
 
 
 @contextlib.contextmanager
-def _signals_ignored():
+def signals_ignored():
     saved = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         yield
@@ -118,7 +118,7 @@ def run_case(case: Case, tag: str, settings: Settings, progress: Progress) -> di
         if not isinstance(exc, CommandError | RuntimeError):
             result["traceback"] = traceback.format_exc()
     finally:
-        with _signals_ignored():
+        with signals_ignored():
             progress.step("cleaning up")
             problems = res.close()
         if problems:
@@ -176,7 +176,7 @@ def main(argv=None) -> int:
         doc["interrupted"] = True
         progress.message("interrupted: cleaned up the running case")
     finally:
-        with _signals_ignored():
+        with signals_ignored():
             left = leftovers(tag)
             if left:  # the per-case sweep missed something: one more pass
                 Resources(tag).close()

@@ -23,24 +23,11 @@ import structlog
 from .. import __version__, portconfig
 from ..db import BRIDGE_SETTINGS
 from ..switch import SwitchError
+from ..trace import vlan_ranges
 from ..vnet import format_mac, parse_mac
 from . import messages as m
 
 log = structlog.get_logger("ovslite.control")
-
-
-def trunks_text(vlans) -> str:
-    """[10, 20, 21, 22] -> '10,20-22'."""
-    out: list[str] = []
-    vlans = sorted(vlans)
-    i = 0
-    while i < len(vlans):
-        j = i
-        while j + 1 < len(vlans) and vlans[j + 1] == vlans[j] + 1:
-            j += 1
-        out.append(str(vlans[i]) if i == j else f"{vlans[i]}-{vlans[j]}")
-        i = j + 1
-    return ",".join(out)
 
 
 def settings_text(settings: dict) -> dict[str, str]:
@@ -53,7 +40,7 @@ def settings_text(settings: dict) -> dict[str, str]:
         if isinstance(value, bool):
             out[key] = "on" if value else "off"
         elif key == "trunks":
-            out[key] = trunks_text(value)
+            out[key] = vlan_ranges(value)
         else:
             out[key] = str(value)
     return out
