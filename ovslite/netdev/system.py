@@ -4,8 +4,9 @@ The socket is bound to the device's ifindex with PACKET_VNET_HDR, so GSO
 super-frames and CHECKSUM_PARTIAL frames arrive whole with their offload
 metadata and are sent on the same way (see ovslite.vnet); frames move through
 mapped rings (pktring.py). Frames the host transmits on the device (ours
-included) are not read back, as OVS's BPF filter does; PACKET_QDISC_BYPASS
-skips the qdisc layer on transmit.
+included) are not read back, as OVS's BPF filter does. Transmits go through
+the device's qdisc layer (no PACKET_QDISC_BYPASS), where the kernel's packet
+taps see them: tcpdump on a system port shows both directions, as with OVS.
 
 Restarts lose no frames (ovslite.handover). Besides the ring socket, each port
 has a "spill" socket: a plain packet socket with a 64 MB receive buffer that
@@ -69,7 +70,6 @@ PACKET_ADD_MEMBERSHIP = 1
 PACKET_MR_PROMISC = 1
 PACKET_VNET_HDR = 15
 PACKET_FANOUT = 18
-PACKET_QDISC_BYPASS = 20
 PACKET_FANOUT_DATA = 22
 PACKET_IGNORE_OUTGOING = 23
 PACKET_FANOUT_CBPF = 6
@@ -104,7 +104,6 @@ def set_link_up(ifindex: int) -> None:
 def _packet_socket(name: str, protocol: int) -> socket.socket:
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(protocol))
     sock.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
-    sock.setsockopt(SOL_PACKET, PACKET_QDISC_BYPASS, 1)
     for opt in (SO_RCVBUFFORCE, SO_SNDBUFFORCE):
         try:
             sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
