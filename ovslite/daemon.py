@@ -100,16 +100,18 @@ class Daemon:
                 sdnotify.reloading("restarting in place")
             else:
                 sdnotify.stopping("stopping")
+            if self.restart_requested or inherited.store:
+                # First of all: from here on the rings are not read, and a
+                # ring holds 25 ms of traffic at 10,000 frames/s.
+                named = handover.prepare(list(switch.ports.values()), inherited, datapath)
+                log.info("ports handed over", ports=len(named),
+                         fds=sum(len(fds) for fds in named.values()),
+                         to="exec" if self.restart_requested else "the systemd fd store")
             switch.listeners.remove(on_change)
             for task in tasks:
                 task.cancel()
             server.close()
             links.close()
-            if self.restart_requested or inherited.store:
-                named = handover.prepare(list(switch.ports.values()), inherited, datapath)
-                log.info("ports handed over", ports=len(named),
-                         fds=sum(len(fds) for fds in named.values()),
-                         to="exec" if self.restart_requested else "the systemd fd store")
             if self.restart_requested:
                 self.exec_fds = named  # main() execs once the loop is closed
             else:

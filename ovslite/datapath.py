@@ -47,15 +47,16 @@ class Datapath:
         self.detach(port)
         fd = port.netdev.fileno()
         if fd is not None:
+            copy = os.dup(fd)
             try:
-                probe = socket.socket(fileno=os.dup(fd))
-            except OSError:
-                probe = None
-            if probe is not None:
+                probe = socket.socket(fileno=copy)  # takes over `copy`
+            except OSError:  # not a socket (a TAP fd): nothing to clear
+                os.close(copy)
+            else:
                 try:
                     probe.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)  # reading clears it
                 except OSError:
-                    pass  # not a socket (a TAP fd): nothing to clear
+                    pass
                 finally:
                     probe.close()
         self.attach(port)

@@ -153,7 +153,9 @@ def prepare(ports, handover: Handover, datapath=None) -> dict[str, list[int]]:
     """
     handover.freeze()
     named: dict[str, list[int]] = {}
-    for port in ports:
+    # Packet sockets first: their rings fill in milliseconds, while a TAP's
+    # queue (and its resizing, a round trip into a container's namespace) can wait.
+    for port in sorted(ports, key=lambda p: getattr(p.netdev, "fds_hold_device", False)):
         try:
             port.netdev.prepare_handover()
         except Exception:

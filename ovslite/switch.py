@@ -405,6 +405,13 @@ class Switch:
         if port is None or port.netdev.kernel_device() != name:
             return
         netdev = port.netdev
+        if deleted and name not in self.unopened and netdev.still_attached():
+            # Moved to another namespace (e.g. a TAP given to a container): it still
+            # works, but its link state can no longer be watched from here.
+            log.info("port device left the namespace", bridge=port.bridge.name, port=name)
+            netdev.link = LinkStatus(True)
+            self.set_state(port, True)
+            return
         if deleted:
             if name not in self.unopened:
                 self.datapath.detach(port)

@@ -140,6 +140,14 @@ class Netdev:
         """Whether the port can carry frames now, and if not, why."""
         return LinkStatus(True)
 
+    def still_attached(self) -> bool:
+        """After its device vanished from our namespace: is it alive elsewhere?
+
+        True when the device was only moved to another namespace (a TAP whose
+        fd still reaches it); the port then keeps working.
+        """
+        return False
+
     def kernel_device(self) -> str | None:
         """The device in the daemon's namespace whose link state this port follows."""
         return None

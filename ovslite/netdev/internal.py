@@ -16,7 +16,11 @@ Across a restart the TAP fd is handed over (ovslite.handover): the device,
 its addresses, routes and namespace never go away, and open(inherited)
 re-attaches to it without touching any of that. A handed-over TAP that does
 not match the configuration (changed while the daemon was down) is deleted
-and the port is made anew.
+and the port is made anew. What the host or the container sends meanwhile
+queues in the TAP, which holds txqueuelen frames (1000: 100 ms at 10,000
+frames/s): before a planned hand-over the queue is made HANDOVER_TXQLEN long,
+and the next instance sets it back to DEFAULT_TXQLEN (1000, which the port is
+made with) once it has read the backlog.
 """
 
 from __future__ import annotations
@@ -40,9 +44,16 @@ from .tundev import (
     stable_mac,
     tap_info,
     tap_netns_fd,
+    txqlen,
 )
 
 log = structlog.get_logger("ovslite.netdev")
+
+#: a TAP's txqueuelen, set when the port is made (kernels differ: 500 or 1000)
+DEFAULT_TXQLEN = 1000
+#: its length during a planned restart (under 1 MB of pointers; the frames
+#: queued meanwhile are kernel memory until the next instance reads them)
+HANDOVER_TXQLEN = 8192
 
 
 def _parse_options(opts: dict[str, str]) -> dict:
@@ -97,6 +108,7 @@ class InternalNetdev(TapIO, Netdev):
         try:
             set_persist(self.fd, False)  # owned by the daemon: gone when the fd closes
             set_mac(self.fd, self.name, stable_mac(self.name))
+            txqlen(self.name, DEFAULT_TXQLEN)
             self._place()
         except Exception as exc:
             self.close()
@@ -120,11 +132,37 @@ class InternalNetdev(TapIO, Netdev):
                         port=self.name, reason=why)
             _delete_tap(fd)
         if self.fd is not None:
+            if self._txqlen() == HANDOVER_TXQLEN:
+                self.recv_batch = self._drain_batch  # then back to DEFAULT_TXQLEN
             log.info("port re-attached", port=self.name, device=ifname, netns=ns or "")
         return self.fd is not None
 
     def handover_fds(self) -> list[int]:
         return [self.fd] if self.fd is not None else []
+
+    def prepare_handover(self) -> None:
+        if self.fd is not None:
+            self._txqlen(HANDOVER_TXQLEN)
+
+    def _drain_batch(self, limit: int) -> list:
+        """recv_batch until the queue of the restart is read: then its usual length."""
+        out = TapIO.recv_batch(self, limit)
+        if len(out) < limit:
+            del self.recv_batch
+            self._txqlen(DEFAULT_TXQLEN)
+        return out
+
+    def _txqlen(self, value: int | None = None) -> int | None:
+        """Set the device's txqueuelen to `value`, or read it; None if that fails."""
+        ns = self.settings.get("netns")
+        ifname = self.settings.get("ifname", self.name) if ns else self.name
+        try:
+            if ns:
+                return rtnl.run_in(ns, lambda: txqlen(ifname, value))
+            return txqlen(ifname, value)
+        except Exception as exc:
+            log.warning("cannot reach the TAP's queue length", port=self.name, error=str(exc))
+            return None
 
     def _place(self) -> None:
         s = self.settings
@@ -150,6 +188,7 @@ class InternalNetdev(TapIO, Netdev):
         rtnl.call(configure, ns)
 
     def close(self) -> None:
+        self.__dict__.pop("recv_batch", None)
         self.close_fd()
 
     def status(self) -> LinkStatus:

@@ -25,6 +25,8 @@ from .. import vnet
 from .base import NetdevError
 
 SIOCSIFHWADDR = 0x8924
+SIOCGIFTXQLEN = 0x8942
+SIOCSIFTXQLEN = 0x8943
 ARPHRD_ETHER = 1
 TUNSETIFF = 0x400454CA
 TUNSETPERSIST = 0x400454CB
@@ -148,6 +150,19 @@ def set_mac(fd: int, name: str, mac: bytes) -> None:
     fcntl.ioctl(fd, SIOCSIFHWADDR, struct.pack("16sH6s8x", name.encode(), ARPHRD_ETHER, mac))
 
 
+def txqlen(name: str, value: int | None = None) -> int:
+    """Set device `name`'s txqueuelen to `value` (if given); return it.
+
+    In this thread's network namespace (see rtnl.run_in for another one).
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        if value is not None:
+            fcntl.ioctl(sock, SIOCSIFTXQLEN, struct.pack("16si20x", name.encode(), value))
+            return value
+        ifr = fcntl.ioctl(sock, SIOCGIFTXQLEN, struct.pack("16si20x", name.encode(), 0))
+        return struct.unpack_from("16si", ifr)[1]
+
+
 def set_persist(fd: int, persist: bool) -> None:
     fcntl.ioctl(fd, TUNSETPERSIST, int(persist))
 
@@ -198,6 +213,15 @@ class TapIO:
                 continue
             sent += 1
         return sent
+
+    def still_attached(self) -> bool:
+        if self.fd is None:
+            return False
+        try:
+            tap_info(self.fd)  # EBADFD once the device is deleted
+        except OSError:
+            return False
+        return True
 
     def close_fd(self) -> None:
         if self.fd is not None:
