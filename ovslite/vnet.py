@@ -36,11 +36,6 @@ def ethernet(frame: bytes) -> bytes:
     return ZERO_HDR + frame
 
 
-def frame_of(packet: bytes) -> bytes:
-    """The Ethernet frame inside a packet (for capture and trace)."""
-    return bytes(packet[VNET_HDR_LEN:])
-
-
 def is_gso(packet: bytes) -> bool:
     return packet[1] != VIRTIO_NET_HDR_GSO_NONE
 
