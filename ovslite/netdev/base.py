@@ -116,10 +116,11 @@ class Netdev:
         """
         raise NotImplementedError
 
-    # Optional, for providers that live inside the daemon (patch):
-    #   deliver_batch(packets, depth) -> int
-    # If present, the datapath calls it instead of send_batch, passing how many
-    # bridges the frames have crossed in this loop pass, so loops stay bounded.
+    #: For providers that live inside the daemon (patch): a method
+    #: deliver_batch(packets, depth) -> int that the datapath calls instead of
+    #: send_batch, passing how many bridges the frames crossed in this loop pass
+    #: so loops stay bounded. None for every kernel-backed type.
+    deliver_batch = None
 
     def resolve(self, port, ports: dict, datapath) -> None:
         """Re-check references to other ports after any configuration change.
