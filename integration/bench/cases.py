@@ -10,7 +10,8 @@ each other.
 Core cases (every switch, same two hosts): latency first, on an idle switch,
 then TCP with 1 and 4 streams, then the 64-byte flood, then peak RSS (the
 high-water mark after the heaviest load). Scaling cases vary one thing on
-ovslite: MACs in the fdb, ports on the bridge, bridges in a chain.
+ovslite: MACs in the fdb, ports on the bridge, bridges in a chain; the
+target case puts issue #5's 64 ports and 100k MACs on one bridge at once.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ CORE = ("linux", "ovs", "ovslite", "ovslite-patch", "ovslite-veth")
 FDB_SIZES = (1, 1_000, 100_000)
 PORT_COUNTS = (2, 16, 64)
 CHAIN_LENGTHS = (1, 2, 4, 8)
+TARGET = (64, 100_000)  # issue #5: RSS under 80 MB with 64 ports and 100,000 MACs
 
 RATE_KEYS = ("rate_fps", "offered_fps", "cpu_s_per_mframe", "cpu_util", "rss_peak_mib")
 LAT_KEYS = ("lat_p50_us", "lat_p99_us")
@@ -125,6 +127,35 @@ def _fill(topo, count: int, step: Step) -> None:
     time.sleep(0.3)  # let the daemon drain its socket
 
 
+def _count_fdb(topo, count: int, step: Step, m: dict, notes: list[str]) -> None:
+    """Read the fdb back and note how much of the fill it holds (and anything unexpected)."""
+    # Counted once, after the rate window: a dump of 100k entries takes a
+    # while and must not overlap the measurement; entries age only after
+    # 300 s, so what is there now was there during the window.
+    step("counting fdb entries")
+    t0 = time.monotonic()
+    entries = topo.switch.fdb(topo.bridges[0])
+    if entries is None:
+        notes.append("fdb could not be read over the control socket: fill unverified")
+        return
+    size = len(entries)
+    m["fdb_entries"] = size
+    if size > 10_000:
+        notes.append(f"fdb-show of {size:,} entries took {time.monotonic() - t0:.1f} s")
+    hosts = {h.mac for h in (topo.h1, topo.h2, topo.h3)}
+    filled = sum(e["mac"].startswith("02:b0:") for e in entries)
+    other = [f"{e['mac']} on {e['port']}" for e in entries
+             if not e["mac"].startswith("02:b0:") and e["mac"] not in hosts]
+    if filled < count:
+        notes.append(f"fdb holds {filled} of the {count} MACs sent")
+    if other:
+        notes.append(f"fdb also learned {len(other)} unexpected MAC(s): {', '.join(other[:5])}")
+
+
+def _macs_label(count: int) -> str:
+    return f"{count:,}".replace(",000,000", "M").replace(",000", "k")
+
+
 def fdb_case(count: int) -> Case:
     def fn(res: Resources, s: Settings, step: Step):
         step("building topology")
@@ -133,31 +164,10 @@ def fdb_case(count: int) -> Case:
         m: dict = {}
         _rate(topo, s, step, m)
         notes = _finish(topo, m)
-        # Counted once, after the rate window: a dump of 100k entries takes a
-        # while and must not overlap the measurement; entries age only after
-        # 300 s, so what is there now was there during the window.
-        step("counting fdb entries")
-        t0 = time.monotonic()
-        entries = topo.switch.fdb(topo.bridges[0])
-        if entries is None:
-            notes.append("fdb could not be read over the control socket: fill unverified")
-        else:
-            size = len(entries)
-            m["fdb_entries"] = size
-            if size > 10_000:
-                notes.append(f"fdb-show of {size:,} entries took {time.monotonic() - t0:.1f} s")
-            hosts = {h.mac for h in (topo.h1, topo.h2, topo.h3)}
-            filled = sum(e["mac"].startswith("02:b0:") for e in entries)
-            other = [f"{e['mac']} on {e['port']}" for e in entries
-                     if not e["mac"].startswith("02:b0:") and e["mac"] not in hosts]
-            if filled < count:
-                notes.append(f"fdb holds {filled} of the {count} MACs sent")
-            if other:
-                notes.append(f"fdb also learned {len(other)} unexpected MAC(s): {', '.join(other[:5])}")
+        _count_fdb(topo, count, step, m, notes)
         return m, notes
 
-    label = f"fdb {count:,}".replace(",000,000", "M").replace(",000", "k")
-    return Case(f"fdb-{count}", "scale-fdb", label, fn, (*RATE_KEYS, "fdb_entries"),
+    return Case(f"fdb-{count}", "scale-fdb", f"fdb {_macs_label(count)}", fn, (*RATE_KEYS, "fdb_entries"),
                 params={"switch": "ovslite", "macs": count})
 
 
@@ -188,18 +198,37 @@ def chain_case(length: int, link: str) -> Case:
                 params={"switch": "ovslite", "bridges": length, "link": link if length > 1 else ""})
 
 
+def target_case(ports: int, macs: int) -> Case:
+    """Issue #5's memory target on one bridge: `ports` ports (h1, h2, the filler h3 and idle
+    ones) and `macs` MACs learned, so peak RSS counts both at once."""
+
+    def fn(res: Resources, s: Settings, step: Step):
+        step(f"building topology ({ports} ports)")
+        topo = build(res, "ovslite", extra_ports=ports - 3, filler=True)
+        _fill(topo, macs, step)
+        m: dict = {}
+        _rate(topo, s, step, m)
+        notes = _finish(topo, m)
+        _count_fdb(topo, macs, step, m, notes)
+        return m, notes
+
+    return Case(f"ports-{ports}-fdb-{macs}", "scale-target", f"{ports} ports + {_macs_label(macs)}",
+                fn, (*RATE_KEYS, "fdb_entries"), params={"switch": "ovslite", "ports": ports, "macs": macs})
+
+
 def all_cases() -> list[Case]:
     cases = [core_case(n) for n in CORE]
     cases += [fdb_case(n) for n in FDB_SIZES]
     cases += [ports_case(n) for n in PORT_COUNTS]
     cases.append(chain_case(1, "patch"))
     cases += [chain_case(n, link) for link in ("patch", "veth") for n in CHAIN_LENGTHS if n > 1]
+    cases.append(target_case(*TARGET))
     return cases
 
 
 GROUP_ALIASES = {
     "core": CORE,
-    "scaling": ("scale-fdb", "scale-ports", "scale-chain"),
+    "scaling": ("scale-fdb", "scale-ports", "scale-chain", "scale-target"),
 }
 
 

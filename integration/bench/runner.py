@@ -151,7 +151,7 @@ def main(argv=None) -> int:
         return 2
     if args.list:
         for c in cases:
-            print(f"{c.name:<18} {c.group}")
+            print(f"{c.name:<20} {c.group}")
         return 0
     why = preflight()
     if why:
