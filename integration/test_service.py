@@ -335,8 +335,8 @@ FLOW_DB = {**START_DB,
            "brx": _bridge("brx", hv1=("system", {}), hv2=("system", {}),
                           cx=("internal", {"netns": "c1", "ifname": "eth0", "ip": "10.88.0.3/24"}))}
 FLOW_STATUS = "2 bridges, 6 ports (1 down)"  # br0 down, brx up
-#: br0 (TAP), veth0, brx (TAP), hv1, hv2 (packet sockets), cx (TAP): one fd each
-FLOW_FDS = 6
+#: br0, brx, cx (TAPs): one fd each; veth0, hv1, hv2: a spill and a ring socket each
+FLOW_FDS = 9
 
 
 @pytest.fixture(scope="module")
@@ -447,22 +447,29 @@ def test_restart_keeps_internal_ports_and_loses_few_frames(flow_net):
     box.run("ip", "netns", "exec", "n1", "ping", "-c", "2", "-W", "2", "10.88.0.3")
     box.wait_for(lambda: props(box, "StatusText")["StatusText"] == FLOW_STATUS, what=FLOW_STATUS)
     box.wait_for(lambda: props(box, "NFileDescriptorStore")["NFileDescriptorStore"] == str(FLOW_FDS),
-                 what="the fd store back to one fd per port once drained")
+                 what="the fd store back to all the ports' fds once drained")
 
 
 def test_kill_9_keeps_ports(flow_net):
     """A crash (SIGKILL, Restart=on-failure): the ports stay, traffic resumes by
-    itself; the frames lost meanwhile are reported."""
+    itself, and the frames that arrived meanwhile wait in the abandoned ring
+    and the spill socket (both in the fd store) for the next instance."""
     box = flow_net
     p = ensure_active(box)
     before = devices(box)
+    mark = cursor(box)
     r = measure_loss(box, lambda: box.run("kill", "-9", p["MainPID"]), seconds=8.0)
     print("\n" + report("kill -9 (restart after RestartSec=)", r), file=sys.stderr)
     q = wait_active(box, other_than_pid=p["MainPID"])
+    reattached = [line for line in journal(box, mark).splitlines() if "port re-attached" in line]
+    print("\n".join(reattached), file=sys.stderr)
+    assert any('"abandoned_ring": true' in line and '"hv1"' in line for line in reattached), \
+        "hv1's ring socket did not outlive the crash in the fd store"
     assert int(q["NRestarts"]) == int(p["NRestarts"]) + 1, q
     assert devices(box) == before, "brx or c1's eth0 changed across the crash"
     assert r["counter_drops"] == 0, r
     assert r["highest"] >= r["sent"] - 100, f"traffic did not resume: {r}"
+    assert r["lost"] < LOSS_TARGET, report("kill -9", r)
     box.run("ip", "netns", "exec", "n1", "ping", "-c", "2", "-W", "2", "10.88.0.3")
 
 

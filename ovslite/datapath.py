@@ -1,6 +1,7 @@
 """The I/O edge: wait on port fds, drain batches, run the bridge, send outputs.
 
-Each port with a file descriptor gets one reader callback on the event loop.
+Each port with a file descriptor gets a reader callback on the event loop
+(two if it has a backlog queue too, as a system port's spill socket).
 A wake-up drains at most BATCH frames (the fd is level-triggered, so a busy
 port is called again on the next loop pass and cannot starve the others),
 reads the clock once, and hands the batch to its bridge. Outputs go straight
@@ -27,26 +28,37 @@ class Datapath:
     def __init__(self, loop, clock: Callable[[], float] = time.monotonic):
         self.loop = loop
         self.clock = clock
-        self._fds: dict[Port, int] = {}
+        self._fds: dict[Port, tuple[int, ...]] = {}
         #: port -> list of callables(direction, packets); empty for most ports
         self.taps: dict[Port, list[Callable]] = {}
 
     def attach(self, port: Port) -> None:
-        fd = port.netdev.fileno()
+        netdev = port.netdev
+        fds = []
+        fd = netdev.fileno()
         if fd is not None:
             self.loop.add_reader(fd, self._on_readable, port)
-            self._fds[port] = fd
+            fds.append(fd)
+        backlog = netdev.backlog_fileno()
+        if backlog is not None:
+            self.loop.add_reader(backlog, self._on_backlog, port)
+            fds.append(backlog)
+            # frames may wait outside any fd (an abandoned ring's)
+            self.loop.call_soon(self._on_backlog, port)
+        if fds:
+            self._fds[port] = tuple(fds)
 
     def detach(self, port: Port) -> None:
-        fd = self._fds.pop(port, None)
-        if fd is not None:
+        for fd in self._fds.pop(port, ()):
             self.loop.remove_reader(fd)
 
     def rearm(self, port: Port) -> None:
-        """Clear a pending socket error on the port's fd and watch it again."""
+        """Clear pending socket errors on the port's fds and watch them again."""
         self.detach(port)
-        fd = port.netdev.fileno()
-        if fd is not None:
+        netdev = port.netdev
+        for fd in (netdev.fileno(), netdev.backlog_fileno()):
+            if fd is None:
+                continue
             copy = os.dup(fd)
             try:
                 probe = socket.socket(fileno=copy)  # takes over `copy`
@@ -64,6 +76,13 @@ class Datapath:
     def _on_readable(self, port: Port) -> None:
         packets = port.netdev.recv_batch(BATCH)
         if packets:  # a wake-up with nothing ready is normal with rings, not an error
+            self.input(port, packets, 0)
+
+    def _on_backlog(self, port: Port) -> None:
+        if self._fds.get(port) is None:
+            return  # detached before a call_soon from attach() ran
+        packets = port.netdev.recv_backlog(BATCH)
+        if packets:
             self.input(port, packets, 0)
 
     def input(self, port: Port, packets: list, depth: int) -> None:

@@ -320,7 +320,6 @@ class Switch:
     def _add_port(self, br: Bridge, name: str, conf: dict, strict: bool) -> None:
         netdev = netdev_class(conf["type"])(name, conf.get("options", {}))
         port = Port(name, conf["type"], netdev)
-        netdev.changed = lambda: self._netdev_changed(port)
         inherited = self.handover.claim(name) if self.handover is not None else []
         try:
             if inherited:
@@ -374,14 +373,6 @@ class Switch:
     def _handover_closed(self, port: Port) -> None:
         if self.handover is not None:
             self.handover.closed(port.name, getattr(port.netdev, "fds_hold_device", False))
-
-    def _netdev_changed(self, port: Port) -> None:
-        """The netdev's fd or hand-over fds changed (it finished re-attaching)."""
-        if self.ports.get(port.name) is not port or port.name in self.unopened:
-            return
-        self.datapath.detach(port)
-        self.datapath.attach(port)
-        self._handover_opened(port)
 
     def set_state(self, port: Port, link_up: bool, reason: str = "") -> None:
         """The port's link went up or down; admin state is applied by the bridge."""

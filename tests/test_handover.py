@@ -16,8 +16,7 @@ import uuid
 import pytest
 
 from ovslite import handover, sdnotify
-from ovslite.netdev import netdev_class, system
-from ovslite.netdev.system import SPILL, fanout_group
+from ovslite.netdev import netdev_class
 
 ROOT = os.geteuid() == 0
 needs_tun = pytest.mark.skipif(not (ROOT and os.path.exists("/dev/net/tun")),
@@ -319,85 +318,3 @@ def test_tap_port_closes_an_fd_that_is_not_its_tap():
         assert netdev.fd is not None and netdev.created
     finally:
         netdev.close()
-
-
-@pytest.fixture
-def dummy():
-    """A device to bind packet sockets to: one end of a veth pair (no traffic)."""
-    name = tap_name("ovld")
-    subprocess.run(["ip", "link", "add", name, "type", "veth", "peer", "name", name + "p"],
-                   check=True, timeout=10)
-    try:
-        yield name
-    finally:
-        subprocess.run(["ip", "link", "del", name], check=False, timeout=10)
-
-
-@needs_root
-def test_system_port_hands_over_its_spill_socket(dummy):
-    first = netdev_class("system")(dummy, {})
-    first.open()
-    try:
-        (fd,) = first.handover_fds()
-        assert fd == first.spill.fileno() and first.tx_sock is first.spill
-        group = fanout_group(first.spill)
-        assert group & 0xFFFF0000 and fanout_group(first.sock) == group
-        first.prepare_handover()  # frames now go to the spill socket
-        kept = os.dup(fd)
-    finally:
-        first.close()
-    second = netdev_class("system")(dummy, {})
-    changed = []
-    second.changed = lambda: changed.append(1)
-    try:
-        second.open([kept])
-        assert second.spill.fileno() == kept
-        assert fanout_group(second.sock) == group, "the new ring did not join the group"
-        assert not second.draining  # nothing queued: straight back to the ring
-        assert second.fileno() == second.sock.fileno()
-        assert second.handover_fds() == [kept]
-    finally:
-        second.close()
-
-
-@needs_root
-def test_system_port_drains_the_spill_socket_first(dummy, monkeypatch):
-    first = netdev_class("system")(dummy, {})
-    first.open()
-    kept = os.dup(first.spill.fileno())
-    first.close()
-    # The state machine, with a spill socket that claims a backlog (frames
-    # through it are integration/test_handover.py's business).
-    second = netdev_class("system")(dummy, {})
-    with monkeypatch.context() as m:
-        m.setattr(system, "queue_length", lambda sock: 1)
-        second.open([kept])
-    changed = []
-    second.changed = lambda: changed.append(second.fileno())
-    try:
-        assert second.draining and second.fileno() == kept
-        assert second._spilling  # the group still sends the frames to the spill socket
-        assert second.recv_batch(64) == []  # empty after all: back to the ring
-        assert not second.draining and changed == [second.sock.fileno()]
-        assert "recv_batch" not in second.__dict__
-    finally:
-        second.close()
-
-
-@needs_root
-def test_system_port_rejects_sockets_of_other_devices(dummy):
-    other = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
-    other.bind(("lo", 0))
-    (junk,) = pipe_fds(1)
-    netdev = netdev_class("system")(dummy, {})
-    try:
-        pipe = os.fstat(junk).st_ino
-        netdev.open([other.detach(), junk])
-        assert not is_open(junk) or os.fstat(junk).st_ino != pipe
-        assert netdev.spill is not None and not netdev.draining  # a fresh spill socket
-    finally:
-        netdev.close()
-
-
-def test_spill_member_is_first():
-    assert SPILL == 0  # the program names members by their place; the spill socket joins first

@@ -24,7 +24,6 @@ them back to `open(inherited)`, which re-attaches instead of creating.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -55,10 +54,6 @@ class Netdev:
     #: whether an fd from handover_fds() alone keeps a kernel device alive (a TAP):
     #: the device goes only once every copy, the fd store's included, is closed
     fds_hold_device: ClassVar[bool] = False
-
-    #: set by the owner (the switch): called with no arguments when fileno() or
-    #: handover_fds() changed outside open() and close() (see SystemNetdev)
-    changed: Callable[[], None] | None = None
 
     def __init__(self, name: str, options: dict[str, str] | None = None):
         self.name = name
@@ -108,6 +103,19 @@ class Netdev:
     def recv_batch(self, limit: int) -> list:
         """Return up to `limit` received packets without blocking ([] if none)."""
         raise NotImplementedError
+
+    def backlog_fileno(self) -> int | None:
+        """A second fd to wait on, for frames that queued elsewhere (None: none).
+
+        A system port's spill socket holds what arrived during a restart and
+        what overflowed its ring; the datapath reads it with recv_backlog
+        whenever it is readable, and once right after attaching the port.
+        """
+        return None
+
+    def recv_backlog(self, limit: int) -> list:
+        """Return up to about `limit` frames from the backlog without blocking."""
+        return []
 
     def send_batch(self, packets: list) -> int:
         """Queue `packets` for transmission without blocking.

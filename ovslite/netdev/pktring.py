@@ -20,7 +20,8 @@ kicked, which keeps the order: a kick transmits before it returns.
 
 A plain packet socket without rings (the spill socket of system.py, which
 holds the frames that arrive while the daemon restarts) is read with
-read_queue: one recvmsg() per frame, VLAN tags from PACKET_AUXDATA.
+read_queue: one recvmsg() per frame, VLAN tags from PACKET_AUXDATA. The
+ring of a process that crashed is read once by the next one (read_abandoned).
 
 Limits: one ring pair per port (RX_FRAMES + TX_FRAMES slots of FRAME_SIZE bytes).
 """
@@ -130,6 +131,23 @@ def read_ring(ring: mmap.mmap, i: int, limit: int, recv_whole, out: list) -> int
             pkt = vnet.push_tag(pkt, tci, tpid if status & TP_STATUS_VLAN_TPID_VALID else ETH_P_8021Q)
         append(pkt)
     return i
+
+
+def read_abandoned(ring: mmap.mmap, recv_whole, out: list) -> None:
+    """Append every packet waiting in the RX ring of a process that died to
+    `out`, oldest first.
+
+    Where that process stopped reading is unknown, and the ring may be full,
+    so the slots are taken in the order of their kernel timestamps.
+    """
+    waiting = []
+    for i in range(RX_FRAMES):
+        status, _len, _snap, _mac, _net, sec, nsec, _tci, _tpid = HDR.unpack_from(ring, i * FRAME_SIZE)
+        if status & TP_STATUS_USER:
+            waiting.append((sec, nsec, i))
+    waiting.sort()
+    for _sec, _nsec, i in waiting:
+        read_ring(ring, i, 1, recv_whole, out)
 
 
 def read_queue(sock: socket.socket, limit: int, out: list) -> bool:

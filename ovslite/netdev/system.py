@@ -9,31 +9,35 @@ the device's qdisc layer (no PACKET_QDISC_BYPASS), where the kernel's packet
 taps see them: tcpdump on a system port shows both directions, as with OVS.
 
 Restarts lose no frames (ovslite.handover). Besides the ring socket, each port
-has a "spill" socket: a plain packet socket with a 64 MB receive buffer that
-is handed over (systemd's fd store, or exec) while the ring socket is not.
-Both are in one PACKET_FANOUT group whose classic BPF program picks the
-member that gets each frame: the ring socket while this process runs. When
-the process goes, by exec, exit or crash alike, the kernel closes the ring
-socket, it leaves the group, and every frame lands on the spill socket
-instead, in kernel memory (about 50,000 small frames), until the next
-instance takes the spill socket over, joins a new ring socket to the group,
-reads the backlog ("draining": fileno() is the spill socket's meanwhile), and
-switches the program back to its ring in one setsockopt once the backlog is
-read. No frame is lost or duplicated at either switch; what is lost is what
-the old process had read and not yet forwarded, and on a crash, what was
-still in its ring, or arrived until the kernel released the ring socket: a
-dying process releases its sockets last fd first, each packet socket after an
-RCU grace period (10-20 ms), so the spill socket doubles as the send-only
-socket, and the ring socket is the only one the process alone holds.
-Changing the rings of one socket instead of all this would unhook it for a
-grace period (frames lost) and purge its queue.
+has a "spill" socket: a plain packet socket with a 64 MB receive buffer. Both
+are in one PACKET_FANOUT group whose classic BPF program picks the member
+that gets each frame, the ring socket while this process runs, and whose
+ROLLOVER flag sends a frame to the other member when the chosen one is full.
+Both fds go to the next instance (systemd's fd store, from the moment the
+port opens), so nothing the kernel queued is lost:
+- A planned restart (`systemctl restart`, SIGUSR2) points the program at the
+  spill socket, forwards what the ring holds, and hands over the spill
+  socket alone.
+- A crash leaves the ring socket alive in the fd store: frames fill its ring,
+  then roll over to the spill socket. The next instance reads the abandoned
+  ring (its slots in arrival order) and closes it.
+Either way the next instance points the program at the spill socket, joins a
+new ring socket, reads the backlog and points the program back at its ring
+once the backlog is read. Lost is only what the old process had read and not
+yet forwarded when it died.
 
-The group keeps its members in the order they joined (the spill socket
-first), also when the device goes down and up, so the program names the ring
-socket by its place: 1.
+The spill socket is read whenever it holds frames (`backlog_fileno`), not
+only after a restart: a flood that fills the ring rolls over into it.
+
+The program names members by their place. The group keeps them in the order
+they joined, also when the device goes down and up; one that leaves is
+replaced by the last. So the spill socket is always member 0, and the ring
+socket member 1, or member 2 while an abandoned ring is still a member:
+RING = 5 is both (the kernel takes the program's answer modulo the members).
 
 Limits: one rx and one tx queue; a frame longer than MAX_PACKET_LEN (BIG TCP)
-would be truncated.
+would be truncated. In a flood the spill socket queues up to its buffer, so
+frames that rolled over may wait behind the ring and arrive out of order.
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ import time
 
 import structlog
 
-from .. import rtnl
+from .. import rtnl, vnet
 from . import register
 from .base import LinkStatus, Netdev, NetdevError
 from .pktring import (
@@ -58,6 +62,7 @@ from .pktring import (
     bpf_program,
     map_rings,
     queue_length,
+    read_abandoned,
     read_queue,
     set_filter,
     setup_rings,
@@ -73,6 +78,7 @@ PACKET_FANOUT = 18
 PACKET_FANOUT_DATA = 22
 PACKET_IGNORE_OUTGOING = 23
 PACKET_FANOUT_CBPF = 6
+PACKET_FANOUT_FLAG_ROLLOVER = 0x1000
 PACKET_FANOUT_FLAG_UNIQUEID = 0x2000
 PACKET_FANOUT_FLAG_IGNORE_OUTGOING = 0x4000  # Linux 6.9; else the socket filter does it
 ETH_P_ALL = 0x0003
@@ -81,10 +87,10 @@ SO_RCVBUFFORCE = 33
 SOCKET_BUFFER = 4 * 1024 * 1024
 #: receive buffer of the spill socket: about 50,000 small frames, in kernel memory
 SPILL_BUFFER = 64 * 1024 * 1024
-#: the fanout group's members, in the order they join
-SPILL, RING = 0, 1
+#: what the group's program answers: the spill socket, or our ring (see above)
+SPILL, RING = 0, 5
 #: after this long draining the spill socket (a flood faster than we forward),
-#: what is left in it is dropped and the ring takes over
+#: the ring takes the frames back and the rest of the backlog is read beside it
 DRAIN_LIMIT = 5.0
 
 _PACKET_MREQ = struct.Struct("iHH8s")
@@ -120,7 +126,7 @@ def _promiscuous(sock: socket.socket, ifindex: int) -> None:
 
 def select_member(sock: socket.socket, index: int) -> None:
     """Send every frame of `sock`'s fanout group to its member number `index`
-    (a member that is gone counts modulo the members left)."""
+    (modulo the number of members)."""
     buf, fprog = bpf_program((BPF_RET_K, 0, 0, index))
     sock.setsockopt(SOL_PACKET, PACKET_FANOUT_DATA, fprog)
     del buf
@@ -139,7 +145,7 @@ def open_spill_socket(ifindex: int, name: str) -> socket.socket:
         _promiscuous(sock, ifindex)
         set_filter(sock, *DROP_ALL)  # joining needs a bound socket: take nothing meanwhile
         sock.bind((name, ETH_P_ALL))
-        flags = PACKET_FANOUT_CBPF | PACKET_FANOUT_FLAG_UNIQUEID
+        flags = PACKET_FANOUT_CBPF | PACKET_FANOUT_FLAG_UNIQUEID | PACKET_FANOUT_FLAG_ROLLOVER
         try:
             sock.setsockopt(SOL_PACKET, PACKET_FANOUT,
                             (flags | PACKET_FANOUT_FLAG_IGNORE_OUTGOING) << 16)
@@ -192,9 +198,11 @@ def open_packet_sockets(ifindex: int, name: str, group: int = 0, tx: bool = True
     return sock, ring, tx_sock
 
 
-def adopt_spill(fds: list[int], name: str) -> socket.socket | None:
-    """The handed-over spill socket of device `name` among `fds`; any other fd is closed."""
-    found = None
+def adopt(fds: list[int], name: str) -> tuple[socket.socket | None, socket.socket | None]:
+    """(spill socket, abandoned ring socket) of device `name` among handed-over
+    `fds`, either None if absent; any other fd is closed. The ring socket must
+    be in the spill socket's group."""
+    spill, rings = None, []
     for fd in fds:
         try:
             sock = socket.socket(fileno=fd)
@@ -202,37 +210,52 @@ def adopt_spill(fds: list[int], name: str) -> socket.socket | None:
             log.warning("handed-over fd is not a socket: closed", port=name, error=exc.strerror)
             _close_fd(fd)
             continue
-        why = "a second spill socket" if found is not None else _not_spill(sock, name)
-        if why is None:
-            sock.setblocking(False)
-            found = sock
-        else:
+        why, has_rings = _not_ours(sock, name)
+        if why is None and not has_rings and spill is not None:
+            why = "a second spill socket"
+        if why is not None:
             log.warning("handed-over socket not usable: closed", port=name, reason=why)
             sock.close()
-    return found
+        elif has_rings:
+            rings.append(sock)
+        else:
+            spill = sock
+    ring = None
+    for sock in rings:
+        if ring is None and spill is not None and fanout_group(sock) == fanout_group(spill):
+            ring = sock
+        else:
+            log.warning("handed-over ring socket not usable: closed", port=name,
+                        reason="not in the spill socket's group")
+            sock.close()
+    for sock in (spill, ring):
+        if sock is not None:
+            sock.setblocking(False)
+    return spill, ring
 
 
-def _not_spill(sock: socket.socket, name: str) -> str | None:
-    """Why `sock` is not a spill socket on device `name` (None: it is)."""
+def _not_ours(sock: socket.socket, name: str) -> tuple[str | None, bool]:
+    """(why `sock` is not a packet socket of ours on device `name` or None,
+    whether it has rings)."""
     if sock.family != socket.AF_PACKET or sock.type != socket.SOCK_RAW:
-        return "not a raw packet socket"
+        return "not a raw packet socket", False
     try:
         bound = sock.getsockname()[0]
         vnet_hdr = sock.getsockopt(SOL_PACKET, PACKET_VNET_HDR)
         group = fanout_group(sock)
     except OSError as exc:
-        return exc.strerror or str(exc)
+        return exc.strerror or str(exc), False
     if bound != name:
-        return f"bound to {bound or 'a device that is gone'}, not {name}"
+        return f"bound to {bound or 'a device that is gone'}, not {name}", False
     if not vnet_hdr:
-        return "no PACKET_VNET_HDR"
+        return "no PACKET_VNET_HDR", False
     if (group >> 16) & 0xFF != PACKET_FANOUT_CBPF:
-        return "not in a fanout group of ours"
+        return "not in a fanout group of ours", False
     try:
         map_rings(sock).close()
     except OSError:
-        return None  # no ring: right
-    return "it has rings"
+        return None, False
+    return None, True
 
 
 def _close_fd(fd: int) -> None:
@@ -240,6 +263,29 @@ def _close_fd(fd: int) -> None:
         os.close(fd)
     except OSError:
         pass
+
+
+def read_abandoned_ring(sock: socket.socket, name: str) -> list:
+    """The frames a crashed instance left in the ring of `sock`, oldest first."""
+    out: list = []
+    try:
+        ring = map_rings(sock)
+    except OSError as exc:  # rings of another geometry (an older version)
+        log.warning("cannot map the abandoned ring: its frames are lost", port=name,
+                    error=exc.strerror or str(exc))
+        return out
+
+    def recv_whole():
+        try:
+            return sock.recv(vnet.MAX_PACKET_LEN, socket.MSG_DONTWAIT)
+        except OSError:
+            return None
+
+    try:
+        read_abandoned(ring, recv_whole, out)
+    finally:
+        ring.close()
+    return out
 
 
 @register
@@ -256,11 +302,11 @@ class SystemNetdev(RingIO, Netdev):
         self.spill: socket.socket | None = None
         #: whether the spill socket gets the frames (the group's program says so)
         self._spilling = False
-        #: whether the spill socket still holds frames to read (fileno() is its)
-        self.draining = False
         #: prepare_handover() was called: the spill socket keeps the frames
         self._handing_over = False
         self._drain_until: float | None = None
+        #: frames read from an abandoned ring, forwarded before the spill socket's
+        self._abandoned: list = []
 
     def open(self, inherited: list[int] | None = None) -> None:
         try:
@@ -269,7 +315,7 @@ class SystemNetdev(RingIO, Netdev):
             for fd in inherited or ():
                 _close_fd(fd)
             raise
-        spill = adopt_spill(inherited, self.name) if inherited else None
+        spill, old_ring = adopt(inherited, self.name) if inherited else (None, None)
         adopted = spill is not None
         try:
             try:
@@ -282,34 +328,38 @@ class SystemNetdev(RingIO, Netdev):
                 spill = self._new_spill()
             group = fanout_group(spill) if spill is not None else 0
             # The spill socket also sends what the ring cannot (see RingIO):
-            # one packet socket fewer to release when the process dies.
+            # one packet socket fewer per port.
             self.sock, self.ring, self.tx_sock = open_packet_sockets(
                 self.ifindex, self.name, group, tx=spill is None)
             if spill is not None:
                 self.tx_sock = spill
             if spill is not None and not adopted:
                 # The ring has joined and gets every frame; the spill socket
-                # takes them only once the ring is gone (exec, exit, crash).
+                # takes them once the ring is full or gone.
                 set_filter(spill, *DROP_OUTGOING)
         except (NetdevError, OSError) as exc:
-            if spill is not None:
-                spill.close()
+            for sock in (spill, old_ring):
+                if sock is not None:
+                    sock.close()
             if isinstance(exc, NetdevError):
                 raise
             raise NetdevError(f"cannot open AF_PACKET socket on {self.name}: {exc.strerror}",
                               exc.errno) from None
         self.spill = spill
         self._reset_rings()
+        if old_ring is not None:
+            # No frame goes to it any more (the program picks the spill
+            # socket, which has room); once our copy and the fd store's are
+            # closed it leaves the group, and our ring takes its place.
+            self._abandoned = read_abandoned_ring(old_ring, self.name)
+            old_ring.close()
         if adopted:
-            backlog = queue_length(spill) > 0
             self._spilling = True
-            if not backlog:  # an idle port: straight back to the ring
-                self._select_ring()
-            if backlog or queue_length(spill) > 0:
-                self.draining = True
-                self._drain_until = None
-                self.recv_batch = self._drain_batch  # until the backlog is read
-            log.info("port re-attached", port=self.name, draining=self.draining)
+            self._drain_until = None
+            if not self._abandoned and queue_length(spill) == 0:
+                self._select_ring()  # an idle port: straight back to the ring
+            log.info("port re-attached", port=self.name, abandoned_ring=old_ring is not None,
+                     abandoned_frames=len(self._abandoned), draining=self._spilling)
 
     def _new_spill(self) -> socket.socket | None:
         try:
@@ -319,38 +369,29 @@ class SystemNetdev(RingIO, Netdev):
                         port=self.name, error=exc.strerror or str(exc))
             return None
 
-    # -- draining the spill socket after a restart --------------------------------
-    def fileno(self) -> int | None:
-        if self.draining:
-            return self.spill.fileno()
-        return self.sock.fileno() if self.sock is not None else None
+    # -- the spill socket's backlog -------------------------------------------------
+    def backlog_fileno(self) -> int | None:
+        return self.spill.fileno() if self.spill is not None else None
 
-    def _drain_batch(self, limit: int) -> list:
-        """recv_batch while the spill socket gets the frames: read its backlog;
-        once it is empty, give the frames back to the ring, read what came in
-        between, and return to the ring."""
-        out: list = []
-        now = time.monotonic()
-        if self._drain_until is None:
-            self._drain_until = now + DRAIN_LIMIT
+    def recv_backlog(self, limit: int) -> list:
+        """Frames from the spill socket (and first, an abandoned ring's). After
+        a restart, once the backlog is read, the ring gets the frames again."""
+        if self._handing_over or self.spill is None:
+            return []  # they stay where the next instance finds them
+        out, self._abandoned = self._abandoned, []  # at most one ring: one batch
         emptied = read_queue(self.spill, limit, out)
-        if self._handing_over:
-            return out  # the frames stay with the spill socket from now on
-        if self._spilling and (emptied or now > self._drain_until):
-            if not emptied:
-                log.warning("spill socket still not drained: the ring takes over",
-                            port=self.name, seconds=DRAIN_LIMIT)
-            if not self._select_ring():
-                return out  # try again at the next batch
-            # what came between the last read and the switch (the spill
-            # socket gets nothing more, so this ends)
-            emptied = read_queue(self.spill, limit, out)
-        if emptied and not self._spilling:
-            self.draining = False
-            self.__dict__.pop("recv_batch", None)
-            log.info("port drained its spill socket", port=self.name)
-            if self.changed is not None:
-                self.changed()  # the loop now waits on the ring socket
+        if self._spilling:
+            now = time.monotonic()
+            if self._drain_until is None:
+                self._drain_until = now + DRAIN_LIMIT
+            if emptied or now > self._drain_until:
+                if not emptied:
+                    log.warning("spill socket still not drained: the ring takes over",
+                                port=self.name, seconds=DRAIN_LIMIT)
+                if self._select_ring():
+                    log.info("port drained its spill socket", port=self.name)
+                    # what came between the last read and the switch
+                    read_queue(self.spill, limit, out)
         return out
 
     def _select_ring(self) -> bool:
@@ -367,7 +408,11 @@ class SystemNetdev(RingIO, Netdev):
 
     # -- hand-over ----------------------------------------------------------------
     def handover_fds(self) -> list[int]:
-        return [self.spill.fileno()] if self.spill is not None else []
+        if self.spill is None:
+            return []
+        if self._handing_over or self.sock is None:
+            return [self.spill.fileno()]  # the ring is read to the end before we go
+        return [self.spill.fileno(), self.sock.fileno()]  # in case we crash
 
     def prepare_handover(self) -> None:
         """From now on frames queue on the spill socket; what the ring holds is
@@ -384,8 +429,8 @@ class SystemNetdev(RingIO, Netdev):
         self._spilling = True
 
     def close(self) -> None:
-        self.__dict__.pop("recv_batch", None)
-        self.draining = self._spilling = False
+        self._spilling = False
+        self._abandoned = []
         if self.tx_sock is self.spill:
             self.tx_sock = None
         self.close_rings()
@@ -412,6 +457,6 @@ class SystemNetdev(RingIO, Netdev):
 
     def info(self) -> dict[str, str]:
         info = {"ifindex": str(self.ifindex)}
-        if self.draining:
+        if self._spilling and not self._handing_over:
             info["handover"] = "draining the spill socket"
         return info
