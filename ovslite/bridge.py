@@ -181,7 +181,7 @@ class Bridge:
 
     def remove_port(self, name: str) -> Port:
         port = self.ports.pop(name)
-        self.macs.flush(port, include_static=True)
+        self.macs.drop_port(port)
         port.bridge = None
         self.changed()
         return port
@@ -239,13 +239,13 @@ class Bridge:
             in_port.stats.drop("port-down", len(packets))
             return outputs
         macs = self.macs
-        entries = macs.entries
+        vlans = macs.vlans
         aging = macs.aging
         learning = in_port.learning
         storm = in_port.storm
         untagged_vlan = in_port.untagged_vlan
         tagged_ok = in_port.tagged_ok
-        cur_vlan = reach = None
+        cur_vlan = reach = table = None
         last_src = last_vlan = None
         runts = vlan_drops = storm_drops = unreachable = 0
         for pkt in packets:
@@ -274,6 +274,10 @@ class Bridge:
                 continue
             if vlan != cur_vlan:
                 reach = self.reach(in_port, vlan)
+                # The VLAN's MAC dict, kept for the batch: learning below adds to it.
+                table = vlans.get(vlan)
+                if table is None:
+                    table = macs.table(vlan)
                 cur_vlan = vlan
             src = pkt[16:22]
             if learning and (src != last_src or vlan != last_vlan):
@@ -284,7 +288,7 @@ class Bridge:
             if dst[0] & 1:
                 targets = reach.broadcast if dst == BROADCAST else reach.multicast
             else:
-                entry = entries.get((vlan, dst))
+                entry = table.get(dst)
                 if entry is not None and (entry.static or now - entry.used <= aging):
                     out = entry.port
                     tagged = reach.unicast.get(out)

@@ -517,7 +517,7 @@ class Tracer:
         key = (br, vlan, mac)
         if key in self._macs:
             return self._macs[key]
-        e = br.macs.entries.get((vlan, mac))
+        e = br.macs.get(vlan, mac)
         return None if e is None else _Entry(e.port, e.used, e.static)
 
     def _learn(self, br: Bridge, port: Port, vlan: int, src: bytes, depth: int) -> None:
@@ -535,16 +535,15 @@ class Tracer:
             macs = br.macs
             detail = f"would learn {mac} on {port.name} in VLAN {vlan}"
             if len(macs) + self._macs_added.get(br, 0) >= macs.max_entries:
-                victim = self._victim(br)
-                if victim is None:
+                v = macs.victim()
+                if v is None:
                     self._step("learn", br, port, f"table full ({macs.max_entries} entries, all "
                                f"static): {mac} would not be learned", depth)
                     return
-                v = macs.entries[victim]
                 detail += (f", evicting {format_mac(v.mac)} (VLAN {v.vlan}) from "
                            f"{getattr(v.port, 'name', v.port)}: the table is full "
                            f"({macs.max_entries} entries)")
-                self._macs[(br, *victim)] = None
+                self._macs[(br, v.vlan, v.mac)] = None
                 self._macs_added[br] = self._macs_added.get(br, 0) - 1
             self._macs[(br, vlan, src)] = _Entry(port, now, False)
             self._macs_added[br] = self._macs_added.get(br, 0) + 1
@@ -562,21 +561,6 @@ class Tracer:
             self._step("learn", br, port, f"{mac} in VLAN {vlan}: would move from "
                        f"{entry.port.name} to {port.name}", depth)
             self._macs[(br, vlan, src)] = _Entry(port, now, False)
-
-    @staticmethod
-    def _victim(br: Bridge):
-        """The key MacTable._evict_one would evict, found without evicting it."""
-        macs = br.macs
-        candidates = [(len(keys), p) for p, keys in macs._by_port.items() if keys]
-        if not candidates:
-            return None
-        _, port = max(candidates, key=lambda c: c[0])
-        keys = macs._by_port[port]
-        for key in keys:
-            e = macs.entries[key]
-            if e.used <= e.queued:
-                return key
-        return next(iter(keys))
 
     def _storm_tokens(self, port: Port) -> float:
         """The tokens TokenBucket.take would see now, minus those this trace already took."""

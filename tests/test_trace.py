@@ -80,7 +80,8 @@ def state(bridges) -> list:
         macs = br.macs
         out.append((
             {k: (e.port.name, e.used, e.queued, e.static) for k, e in macs.entries.items()},
-            {getattr(p, "name", p): list(keys) for p, keys in macs._by_port.items()},
+            {getattr(p, "name", p): [(e.vlan, e.mac) for e in q]
+             for p, q in macs.eviction_order().items()},
             dataclasses.asdict(macs.stats),
             {n: (p.stats.as_dict(), dict(p.stats.drops), p.up, p.reason,
                  (p.storm.tokens, p.storm.last) if p.storm else None)
