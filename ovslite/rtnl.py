@@ -66,7 +66,8 @@ def entered(path: str):
 
 
 def _ipr(netns: str | None):
-    from pyroute2 import IPRoute
+    # Not `from pyroute2 import IPRoute`: that would load all of pyroute2 (pyroute2_lazy).
+    from pyroute2.iproute.linux import IPRoute
 
     cache = getattr(_local, "ipr", None)
     if cache is None:
