@@ -68,6 +68,9 @@ ZERO_STATUS = bytes(4)
 ETH_P_8021Q = 0x8100
 MSG_DONTWAIT = socket.MSG_DONTWAIT
 RING_BYTES = (RX_FRAMES + TX_FRAMES) * FRAME_SIZE
+#: RX slots of every ring geometry a handed-over socket may have (this
+#: version's first, then older ones) with the bytes its rings map
+GEOMETRIES = {RX_FRAMES: RING_BYTES, 256: (256 + 128) * FRAME_SIZE}
 #: struct tpacket_auxdata: status, len, snaplen, mac, net, vlan_tci, vlan_tpid
 AUXDATA = struct.Struct("=IIIHHHH")
 AUX_SPACE = socket.CMSG_SPACE(AUXDATA.size)
@@ -98,12 +101,24 @@ def setup_rings(sock: socket.socket) -> mmap.mmap:
     return map_rings(sock)
 
 
-def map_rings(sock: socket.socket) -> mmap.mmap:
-    """Map the rings `sock` already has (a handed-over socket).
+def map_rings(sock: socket.socket, size: int = RING_BYTES) -> mmap.mmap:
+    """Map the rings `sock` already has, `size` bytes in all.
 
-    OSError (EINVAL) if it has none, or rings of another geometry.
+    OSError (EINVAL) if it has none, or rings of another size.
     """
-    return mmap.mmap(sock.fileno(), RING_BYTES, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+    return mmap.mmap(sock.fileno(), size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+
+
+def map_any_rings(sock: socket.socket) -> tuple[mmap.mmap, int]:
+    """(mapping, RX slots) of a handed-over socket's rings, whichever of
+    GEOMETRIES they have. OSError if none fits (or it has no rings)."""
+    error = None
+    for rx_frames, size in GEOMETRIES.items():
+        try:
+            return map_rings(sock, size), rx_frames
+        except OSError as exc:
+            error = exc
+    raise error
 
 
 def read_ring(ring: mmap.mmap, i: int, limit: int, recv_whole, out: list) -> int:
@@ -133,7 +148,7 @@ def read_ring(ring: mmap.mmap, i: int, limit: int, recv_whole, out: list) -> int
     return i
 
 
-def read_abandoned(ring: mmap.mmap, recv_whole, out: list) -> None:
+def read_abandoned(ring: mmap.mmap, recv_whole, out: list, rx_frames: int = RX_FRAMES) -> None:
     """Append every packet waiting in the RX ring of a process that died to
     `out`, oldest first.
 
@@ -141,7 +156,7 @@ def read_abandoned(ring: mmap.mmap, recv_whole, out: list) -> None:
     so the slots are taken in the order of their kernel timestamps.
     """
     waiting = []
-    for i in range(RX_FRAMES):
+    for i in range(rx_frames):
         status, _len, _snap, _mac, _net, sec, nsec, _tci, _tpid = HDR.unpack_from(ring, i * FRAME_SIZE)
         if status & TP_STATUS_USER:
             waiting.append((sec, nsec, i))

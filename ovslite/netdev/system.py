@@ -36,8 +36,10 @@ socket member 1, or member 2 while an abandoned ring is still a member:
 RING = 5 is both (the kernel takes the program's answer modulo the members).
 
 Limits: one rx and one tx queue; a frame longer than MAX_PACKET_LEN (BIG TCP)
-would be truncated. In a flood the spill socket queues up to its buffer, so
-frames that rolled over may wait behind the ring and arrive out of order.
+would be truncated. Frames that rolled over wait until the ring is empty, so
+a burst that fills three quarters of the ring (the kernel's threshold) is
+forwarded out of order, and a flood leaves up to the spill socket's buffer of
+old frames, forwarded once it ends.
 """
 
 from __future__ import annotations
@@ -57,10 +59,14 @@ from .pktring import (
     BPF_RET_K,
     DROP_ALL,
     DROP_OUTGOING,
+    FRAME_SIZE,
     PACKET_AUXDATA,
+    PACKET_VERSION,
+    TP_STATUS_USER,
+    TPACKET_V2,
     RingIO,
     bpf_program,
-    map_rings,
+    map_any_rings,
     queue_length,
     read_abandoned,
     read_queue,
@@ -243,6 +249,8 @@ def _not_ours(sock: socket.socket, name: str) -> tuple[str | None, bool]:
         bound = sock.getsockname()[0]
         vnet_hdr = sock.getsockopt(SOL_PACKET, PACKET_VNET_HDR)
         group = fanout_group(sock)
+        # the ring socket is the one switched to TPACKET_V2 (a spill socket keeps V1)
+        has_rings = sock.getsockopt(SOL_PACKET, PACKET_VERSION) == TPACKET_V2
     except OSError as exc:
         return exc.strerror or str(exc), False
     if bound != name:
@@ -251,11 +259,7 @@ def _not_ours(sock: socket.socket, name: str) -> tuple[str | None, bool]:
         return "no PACKET_VNET_HDR", False
     if (group >> 16) & 0xFF != PACKET_FANOUT_CBPF:
         return "not in a fanout group of ours", False
-    try:
-        map_rings(sock).close()
-    except OSError:
-        return None, False
-    return None, True
+    return None, has_rings
 
 
 def _close_fd(fd: int) -> None:
@@ -269,8 +273,8 @@ def read_abandoned_ring(sock: socket.socket, name: str) -> list:
     """The frames a crashed instance left in the ring of `sock`, oldest first."""
     out: list = []
     try:
-        ring = map_rings(sock)
-    except OSError as exc:  # rings of another geometry (an older version)
+        ring, rx_frames = map_any_rings(sock)
+    except OSError as exc:  # rings of a geometry this version does not know
         log.warning("cannot map the abandoned ring: its frames are lost", port=name,
                     error=exc.strerror or str(exc))
         return out
@@ -282,7 +286,7 @@ def read_abandoned_ring(sock: socket.socket, name: str) -> list:
             return None
 
     try:
-        read_abandoned(ring, recv_whole, out)
+        read_abandoned(ring, recv_whole, out, rx_frames)
     finally:
         ring.close()
     return out
@@ -378,6 +382,11 @@ class SystemNetdev(RingIO, Netdev):
         a restart, once the backlog is read, the ring gets the frames again."""
         if self._handing_over or self.spill is None:
             return []  # they stay where the next instance finds them
+        ring = self.ring
+        if not self._spilling and ring is not None and ring[self._rx * FRAME_SIZE] & TP_STATUS_USER:
+            # A flood rolled over into the spill socket: the ring goes first,
+            # so what the flood costs is dropped frames, not slower ones.
+            return []
         out, self._abandoned = self._abandoned, []  # at most one ring: one batch
         emptied = read_queue(self.spill, limit, out)
         if self._spilling:
