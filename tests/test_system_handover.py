@@ -30,14 +30,14 @@ DST = bytes.fromhex("020000000099")
 
 # -- ordering the slots of an abandoned ring (pure) ----------------------------------
 
-def fake_ring(slots: dict[int, tuple[int, int, bytes]]) -> bytearray:
+def fake_ring(slots: dict[int, tuple[int, int, bytes]], frame_size: int = FRAME_SIZE) -> bytearray:
     """An RX ring whose slot i holds {i: (sec, nsec, frame)} for the user."""
-    ring = bytearray(RX_FRAMES * FRAME_SIZE + 4096)
+    ring = bytearray(RX_FRAMES * frame_size + 4096)
     mac = 64
     for i, (sec, nsec, frame) in slots.items():
-        HDR.pack_into(ring, i * FRAME_SIZE, TP_STATUS_USER, len(frame), len(frame), mac, mac,
+        HDR.pack_into(ring, i * frame_size, TP_STATUS_USER, len(frame), len(frame), mac, mac,
                       sec, nsec, 0, 0)
-        start = i * FRAME_SIZE + mac
+        start = i * frame_size + mac
         ring[start - VNET_HDR_LEN:start + len(frame)] = bytes(VNET_HDR_LEN) + frame
     return ring
 
@@ -51,15 +51,17 @@ def frame(seq: int) -> bytes:
     return DST + bytes.fromhex("020000000001") + b"\x88\xb5" + MARK + seq.to_bytes(4, "big") + bytes(38)
 
 
-def test_abandoned_ring_is_read_oldest_first_when_full():
+@pytest.mark.parametrize("frame_size", sorted({g[1] for g in pktring.GEOMETRIES}))
+def test_abandoned_ring_is_read_oldest_first_when_full(frame_size):
     # Full: the oldest frame sits where the kernel's head is, slot 100 here.
+    # Also with the slot size of an older version's ring.
     slots = {i: (1000 + (i - 100) % RX_FRAMES // 10, (i - 100) % RX_FRAMES % 10, frame((i - 100) % RX_FRAMES))
              for i in range(RX_FRAMES)}
-    ring = fake_ring(slots)
+    ring = fake_ring(slots, frame_size)
     out: list = []
-    pktring.read_abandoned(ring, lambda: None, out)
+    pktring.read_abandoned(ring, lambda: None, out, RX_FRAMES, frame_size)
     assert seqs(out) == list(range(RX_FRAMES))
-    assert all(ring[i * FRAME_SIZE] == 0 for i in range(RX_FRAMES)), "slots not given back"
+    assert all(ring[i * frame_size] == 0 for i in range(RX_FRAMES)), "slots not given back"
 
 
 def test_abandoned_ring_partly_filled_wraps():

@@ -55,10 +55,14 @@ TP_STATUS_AVAILABLE = 0
 TP_STATUS_SEND_REQUEST = 1
 TP_STATUS_WRONG_FORMAT = 4
 
-FRAME_SIZE = 2048
+#: Slots of 1 KB: a frame of up to 948 bytes (982 to send) fits one; a longer
+#: one travels beside the ring (the socket's queue, PACKET_COPY_THRESH, or a
+#: direct send), as every GSO frame does anyway. The rings' memory counts in
+#: the daemon's RSS: 320 KB a port, where 2 KB slots cost 768 KB.
+FRAME_SIZE = 1024
 RX_FRAMES = 256
-TX_FRAMES = 128
-BLOCK_SIZE = 1 << 16  # 32 slots a block
+TX_FRAMES = 64
+BLOCK_SIZE = 1 << 16  # 64 slots a block
 #: tpacket2_hdr: status, len, snaplen, mac, net, sec, nsec, vlan_tci, vlan_tpid
 HDR = struct.Struct("=IIIHHIIHH4x")
 TX_DATA = 32  # TPACKET2_HDRLEN - sizeof(struct sockaddr_ll): where a tx frame's data starts
@@ -68,9 +72,9 @@ ZERO_STATUS = bytes(4)
 ETH_P_8021Q = 0x8100
 MSG_DONTWAIT = socket.MSG_DONTWAIT
 RING_BYTES = (RX_FRAMES + TX_FRAMES) * FRAME_SIZE
-#: RX slots of every ring geometry a handed-over socket may have (this
-#: version's first, then older ones) with the bytes its rings map
-GEOMETRIES = {RX_FRAMES: RING_BYTES, 256: (256 + 128) * FRAME_SIZE}
+#: (RX slots, slot size, TX slots) of every ring geometry a handed-over socket
+#: may have: this version's first, then older ones
+GEOMETRIES = ((RX_FRAMES, FRAME_SIZE, TX_FRAMES), (256, 2048, 128))
 #: struct tpacket_auxdata: status, len, snaplen, mac, net, vlan_tci, vlan_tpid
 AUXDATA = struct.Struct("=IIIHHHH")
 AUX_SPACE = socket.CMSG_SPACE(AUXDATA.size)
@@ -109,19 +113,20 @@ def map_rings(sock: socket.socket, size: int = RING_BYTES) -> mmap.mmap:
     return mmap.mmap(sock.fileno(), size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
 
 
-def map_any_rings(sock: socket.socket) -> tuple[mmap.mmap, int]:
-    """(mapping, RX slots) of a handed-over socket's rings, whichever of
-    GEOMETRIES they have. OSError if none fits (or it has no rings)."""
+def map_any_rings(sock: socket.socket) -> tuple[mmap.mmap, int, int]:
+    """(mapping, RX slots, slot size) of a handed-over socket's rings,
+    whichever of GEOMETRIES they have. OSError if none fits (or it has none)."""
     error = None
-    for rx_frames, size in GEOMETRIES.items():
+    for rx_frames, frame_size, tx_frames in GEOMETRIES:
         try:
-            return map_rings(sock, size), rx_frames
+            return map_rings(sock, (rx_frames + tx_frames) * frame_size), rx_frames, frame_size
         except OSError as exc:
             error = exc
     raise error
 
 
-def read_ring(ring: mmap.mmap, i: int, limit: int, recv_whole, out: list) -> int:
+def read_ring(ring: mmap.mmap, i: int, limit: int, recv_whole, out: list,
+              rx_frames: int = RX_FRAMES, frame_size: int = FRAME_SIZE) -> int:
     """Append up to `limit` packets from RX slots starting at slot `i` to `out`.
 
     Stops at the first slot the kernel still owns; returns the next slot to read.
@@ -130,7 +135,7 @@ def read_ring(ring: mmap.mmap, i: int, limit: int, recv_whole, out: list) -> int
     unpack = HDR.unpack_from
     append = out.append
     for _ in range(limit):
-        base = i * FRAME_SIZE
+        base = i * frame_size
         status, _len, snaplen, mac, _net, _s, _ns, tci, tpid = unpack(ring, base)
         if not status & TP_STATUS_USER:
             break
@@ -139,7 +144,7 @@ def read_ring(ring: mmap.mmap, i: int, limit: int, recv_whole, out: list) -> int
         else:
             pkt = ring[base + mac - VNET : base + mac + snaplen]
         ring[base : base + 4] = ZERO_STATUS
-        i = i + 1 if i + 1 < RX_FRAMES else 0
+        i = i + 1 if i + 1 < rx_frames else 0
         if pkt is None:
             continue
         if status & TP_STATUS_VLAN_VALID:
@@ -148,7 +153,8 @@ def read_ring(ring: mmap.mmap, i: int, limit: int, recv_whole, out: list) -> int
     return i
 
 
-def read_abandoned(ring: mmap.mmap, recv_whole, out: list, rx_frames: int = RX_FRAMES) -> None:
+def read_abandoned(ring: mmap.mmap, recv_whole, out: list,
+                   rx_frames: int = RX_FRAMES, frame_size: int = FRAME_SIZE) -> None:
     """Append every packet waiting in the RX ring of a process that died to
     `out`, oldest first.
 
@@ -157,12 +163,12 @@ def read_abandoned(ring: mmap.mmap, recv_whole, out: list, rx_frames: int = RX_F
     """
     waiting = []
     for i in range(rx_frames):
-        status, _len, _snap, _mac, _net, sec, nsec, _tci, _tpid = HDR.unpack_from(ring, i * FRAME_SIZE)
+        status, _len, _snap, _mac, _net, sec, nsec, _tci, _tpid = HDR.unpack_from(ring, i * frame_size)
         if status & TP_STATUS_USER:
             waiting.append((sec, nsec, i))
     waiting.sort()
     for _sec, _nsec, i in waiting:
-        read_ring(ring, i, 1, recv_whole, out)
+        read_ring(ring, i, 1, recv_whole, out, rx_frames, frame_size)
 
 
 def read_queue(sock: socket.socket, limit: int, out: list) -> bool:

@@ -273,7 +273,7 @@ def read_abandoned_ring(sock: socket.socket, name: str) -> list:
     """The frames a crashed instance left in the ring of `sock`, oldest first."""
     out: list = []
     try:
-        ring, rx_frames = map_any_rings(sock)
+        ring, rx_frames, frame_size = map_any_rings(sock)
     except OSError as exc:  # rings of a geometry this version does not know
         log.warning("cannot map the abandoned ring: its frames are lost", port=name,
                     error=exc.strerror or str(exc))
@@ -286,7 +286,7 @@ def read_abandoned_ring(sock: socket.socket, name: str) -> list:
             return None
 
     try:
-        read_abandoned(ring, recv_whole, out, rx_frames)
+        read_abandoned(ring, recv_whole, out, rx_frames, frame_size)
     finally:
         ring.close()
     return out
