@@ -19,7 +19,7 @@ import sys
 
 import structlog
 
-from . import __version__, handover, sdnotify
+from . import __version__, handover, heap, sdnotify
 from . import log as logmod
 from .control.server import ControlServer, ControlSocketError
 from .datapath import Datapath
@@ -189,6 +189,7 @@ def _socket_group(path: str) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     logmod.configure(args.log_format, args.log_level)
+    heap.tune()
     daemon = Daemon(args)
     try:
         import uvloop

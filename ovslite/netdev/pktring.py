@@ -65,6 +65,10 @@ TX_FRAMES = 64
 BLOCK_SIZE = 1 << 16  # 64 slots a block
 #: tpacket2_hdr: status, len, snaplen, mac, net, sec, nsec, vlan_tci, vlan_tpid
 HDR = struct.Struct("=IIIHHIIHH4x")
+#: the fields a reader needs: status, snaplen, mac, vlan_tci, vlan_tpid
+RX_HDR = struct.Struct("=I4xIH2x8xHH4x")
+#: its first two fields, as a frame to send has them: status, len
+SEND_REQUEST = struct.Struct("=II")
 TX_DATA = 32  # TPACKET2_HDRLEN - sizeof(struct sockaddr_ll): where a tx frame's data starts
 TX_MAX = FRAME_SIZE - TX_DATA
 VNET = vnet.VNET_HDR_LEN
@@ -132,11 +136,11 @@ def read_ring(ring: mmap.mmap, i: int, limit: int, recv_whole, out: list,
     Stops at the first slot the kernel still owns; returns the next slot to read.
     `recv_whole()` reads a frame too big for its slot from the socket's queue.
     """
-    unpack = HDR.unpack_from
+    unpack = RX_HDR.unpack_from
     append = out.append
     for _ in range(limit):
         base = i * frame_size
-        status, _len, snaplen, mac, _net, _s, _ns, tci, tpid = unpack(ring, base)
+        status, snaplen, mac, tci, tpid = unpack(ring, base)
         if not status & TP_STATUS_USER:
             break
         if status & TP_STATUS_COPY:
@@ -255,6 +259,7 @@ class RingIO:
         if ring is None:
             return 0
         base0 = RX_FRAMES * FRAME_SIZE
+        request = SEND_REQUEST.pack_into
         i = self._tx
         queued = sent = 0
         for pkt in packets:
@@ -277,8 +282,9 @@ class RingIO:
                     self.last_error = exc.strerror or str(exc)
                 continue
             ring[base + TX_DATA : base + TX_DATA + n] = pkt
-            ring[base + 4 : base + 8] = n.to_bytes(4, "little")
-            ring[base : base + 4] = b"\x01\x00\x00\x00"  # TP_STATUS_SEND_REQUEST
+            # status and length in one write: the kernel looks at the slot
+            # only during our kick, so the order of the two writes is free
+            request(ring, base, TP_STATUS_SEND_REQUEST, n)
             i = i + 1 if i + 1 < TX_FRAMES else 0
             queued += 1
             sent += 1
