@@ -277,3 +277,15 @@ def _is(fd: int, inode: int) -> bool:
         return os.fstat(fd).st_ino == inode
     except OSError:
         return False
+
+
+def test_a_frame_cut_to_its_slot_without_a_copy_is_dropped():
+    # The kernel cuts a frame too big for its slot and queues a whole copy
+    # (TP_STATUS_COPY) only while the socket's buffer has room; a cut frame
+    # with no copy must not be forwarded (its vnet header describes the whole).
+    ring = fake_ring({0: (1, 0, frame(0)), 1: (1, 1, frame(1)), 2: (1, 2, frame(2))})
+    HDR.pack_into(ring, 1 * FRAME_SIZE, TP_STATUS_USER, 1514, len(frame(1)), 64, 64, 1, 1, 0, 0)
+    out: list = []
+    nxt, cut = pktring.read_ring(ring, 0, 64, lambda: None, out)
+    assert (nxt, cut) == (3, 1)
+    assert seqs(out) == [0, 2]

@@ -65,8 +65,8 @@ TX_FRAMES = 64
 BLOCK_SIZE = 1 << 16  # 64 slots a block
 #: tpacket2_hdr: status, len, snaplen, mac, net, sec, nsec, vlan_tci, vlan_tpid
 HDR = struct.Struct("=IIIHHIIHH4x")
-#: the fields a reader needs: status, snaplen, mac, vlan_tci, vlan_tpid
-RX_HDR = struct.Struct("=I4xIH2x8xHH4x")
+#: the fields a reader needs: status, len, snaplen, mac, vlan_tci, vlan_tpid
+RX_HDR = struct.Struct("=IIIH2x8xHH4x")
 #: its first two fields, as a frame to send has them: status, len
 SEND_REQUEST = struct.Struct("=II")
 TX_DATA = 32  # TPACKET2_HDRLEN - sizeof(struct sockaddr_ll): where a tx frame's data starts
@@ -130,21 +130,28 @@ def map_any_rings(sock: socket.socket) -> tuple[mmap.mmap, int, int]:
 
 
 def read_ring(ring: mmap.mmap, i: int, limit: int, recv_whole, out: list,
-              rx_frames: int = RX_FRAMES, frame_size: int = FRAME_SIZE) -> int:
+              rx_frames: int = RX_FRAMES, frame_size: int = FRAME_SIZE) -> tuple[int, int]:
     """Append up to `limit` packets from RX slots starting at slot `i` to `out`.
 
-    Stops at the first slot the kernel still owns; returns the next slot to read.
-    `recv_whole()` reads a frame too big for its slot from the socket's queue.
+    Stops at the first slot the kernel still owns. Returns (the next slot to
+    read, frames dropped because they came cut short). `recv_whole()` reads a
+    frame too big for its slot from the socket's queue, where the kernel puts
+    a copy while the socket's receive buffer has room; without one, the slot
+    holds a truncated frame, which must not be forwarded.
     """
     unpack = RX_HDR.unpack_from
     append = out.append
+    cut = 0
     for _ in range(limit):
         base = i * frame_size
-        status, snaplen, mac, tci, tpid = unpack(ring, base)
+        status, length, snaplen, mac, tci, tpid = unpack(ring, base)
         if not status & TP_STATUS_USER:
             break
         if status & TP_STATUS_COPY:
             pkt = recv_whole()
+        elif snaplen < length:
+            pkt = None
+            cut += 1
         else:
             pkt = ring[base + mac - VNET : base + mac + snaplen]
         ring[base : base + 4] = ZERO_STATUS
@@ -154,7 +161,7 @@ def read_ring(ring: mmap.mmap, i: int, limit: int, recv_whole, out: list,
         if status & TP_STATUS_VLAN_VALID:
             pkt = vnet.push_tag(pkt, tci, tpid if status & TP_STATUS_VLAN_TPID_VALID else ETH_P_8021Q)
         append(pkt)
-    return i
+    return i, cut
 
 
 def read_abandoned(ring: mmap.mmap, recv_whole, out: list,
@@ -231,6 +238,8 @@ class RingIO:
     tx_sock: socket.socket | None = None  # for frames that do not fit a ring slot
     ring: mmap.mmap | None = None
     last_error = ""
+    #: frames dropped because the kernel cut them to their slot (no room for a copy)
+    rx_truncated = 0
 
     def _reset_rings(self) -> None:
         self._rx = 0
@@ -244,7 +253,9 @@ class RingIO:
         if ring is None:
             return []
         out = []
-        self._rx = read_ring(ring, self._rx, limit, self._recv_whole, out)
+        self._rx, cut = read_ring(ring, self._rx, limit, self._recv_whole, out)
+        if cut:
+            self.rx_truncated += cut
         return out
 
     def _recv_whole(self) -> bytes | None:

@@ -90,7 +90,11 @@ PACKET_FANOUT_FLAG_IGNORE_OUTGOING = 0x4000  # Linux 6.9; else the socket filter
 ETH_P_ALL = 0x0003
 SO_SNDBUFFORCE = 32  # not exported by the socket module
 SO_RCVBUFFORCE = 33
-SOCKET_BUFFER = 4 * 1024 * 1024
+#: socket buffers; on the ring socket the receive buffer holds the whole
+#: copies of frames too big for a slot (every GSO frame): about 250 of 64 KB,
+#: as many as the ring has slots, so a ring that fills is what overflows
+#: first (frames then roll over), not this buffer (frames then come cut short)
+SOCKET_BUFFER = 16 * 1024 * 1024
 #: receive buffer of the spill socket: about 50,000 small frames, in kernel memory
 SPILL_BUFFER = 64 * 1024 * 1024
 #: what the group's program answers: the spill socket, or our ring (see above)
@@ -468,4 +472,6 @@ class SystemNetdev(RingIO, Netdev):
         info = {"ifindex": str(self.ifindex)}
         if self._spilling and not self._handing_over:
             info["handover"] = "draining the spill socket"
+        if self.rx_truncated:
+            info["rx-truncated"] = str(self.rx_truncated)
         return info
