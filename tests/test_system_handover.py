@@ -239,6 +239,26 @@ def test_ring_overflow_rolls_over_and_is_read_while_running(veth):
 
 
 @needs_root
+def test_frames_that_rolled_over_long_ago_are_dropped_not_forwarded(veth):
+    """After a flood (the ring never empty, so the spill socket never read),
+    what waited in the spill socket longer than STALE_AFTER is old news."""
+    dev, peer = veth
+    tx = Sender(peer)
+    netdev = open_system(dev)
+    try:
+        tx.send(range(1000))
+        time.sleep(system.STALE_AFTER + 0.1)
+        got = ours(read_all(netdev, 0.3))
+        assert got == list(range(len(got))), "the ring's frames, in order"
+        assert RX_FRAMES // 2 <= len(got) <= RX_FRAMES
+        assert netdev.rx_stale == 1000 - len(got)
+        assert netdev.info()["rx-stale"] == str(1000 - len(got))
+    finally:
+        netdev.close()
+        tx.close()
+
+
+@needs_root
 def test_backlog_state_machine_without_frames(veth, monkeypatch):
     dev, _ = veth
     first = open_system(dev)

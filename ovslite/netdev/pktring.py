@@ -81,7 +81,10 @@ RING_BYTES = (RX_FRAMES + TX_FRAMES) * FRAME_SIZE
 GEOMETRIES = ((RX_FRAMES, FRAME_SIZE, TX_FRAMES), (256, 2048, 128))
 #: struct tpacket_auxdata: status, len, snaplen, mac, net, vlan_tci, vlan_tpid
 AUXDATA = struct.Struct("=IIIHHHH")
-AUX_SPACE = socket.CMSG_SPACE(AUXDATA.size)
+SO_TIMESTAMPNS = 35  # also the cmsg type (SCM_TIMESTAMPNS); not exported by the socket module
+#: struct timespec
+TIMESPEC = struct.Struct("=qq")
+AUX_SPACE = socket.CMSG_SPACE(AUXDATA.size) + socket.CMSG_SPACE(TIMESPEC.size)
 #: struct sock_filter: code, jt, jf, k
 BPF_INSN = struct.Struct("=HBBI")
 BPF_RET_K = 0x06
@@ -182,30 +185,43 @@ def read_abandoned(ring: mmap.mmap, recv_whole, out: list,
         read_ring(ring, i, 1, recv_whole, out, rx_frames, frame_size)
 
 
-def read_queue(sock: socket.socket, limit: int, out: list) -> bool:
-    """Append up to `limit` packets from the ordinary queue of a packet socket
-    without rings (PACKET_VNET_HDR and PACKET_AUXDATA set) to `out`.
+def read_queue(sock: socket.socket, limit: int, out: list,
+               older_than: float | None = None) -> tuple[bool, int]:
+    """Read up to `limit` packets from the ordinary queue of a packet socket
+    without rings (PACKET_VNET_HDR and PACKET_AUXDATA set) and append them to
+    `out`; with `older_than` (a time.time() value, SO_TIMESTAMPNS set), drop
+    those that arrived before it instead.
 
-    True if the queue ran dry. A VLAN tag the kernel took out of a frame is
-    put back from the auxiliary data, as recv_batch does from the slot header.
+    Returns (whether the queue ran dry, how many were dropped). A VLAN tag the
+    kernel took out of a frame is put back from the auxiliary data, as
+    recv_batch does from the slot header.
     """
     recvmsg = sock.recvmsg
     append = out.append
+    dropped = 0
     for _ in range(limit):
         try:
             pkt, ancillary, _flags, _addr = recvmsg(vnet.MAX_PACKET_LEN, AUX_SPACE, MSG_DONTWAIT)
         except BlockingIOError:
-            return True
+            return True, dropped
         except OSError:  # a pending socket error (ENETDOWN...), reported once
             continue
+        stale = False
         for level, kind, data in ancillary:
             if level == SOL_PACKET and kind == PACKET_AUXDATA and len(data) >= AUXDATA.size:
                 status, _len, _snap, _mac, _net, tci, tpid = AUXDATA.unpack_from(data)
                 if status & TP_STATUS_VLAN_VALID:
                     pkt = vnet.push_tag(
                         pkt, tci, tpid if status & TP_STATUS_VLAN_TPID_VALID else ETH_P_8021Q)
-        append(pkt)
-    return False
+            elif (older_than is not None and level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS
+                  and len(data) >= TIMESPEC.size):
+                sec, nsec = TIMESPEC.unpack_from(data)
+                stale = sec + nsec * 1e-9 < older_than
+        if stale:
+            dropped += 1
+        else:
+            append(pkt)
+    return False, dropped
 
 
 def queue_length(sock: socket.socket) -> int:

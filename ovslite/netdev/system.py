@@ -35,11 +35,15 @@ replaced by the last. So the spill socket is always member 0, and the ring
 socket member 1, or member 2 while an abandoned ring is still a member:
 RING = 5 is both (the kernel takes the program's answer modulo the members).
 
+While running, frames that rolled over wait until the ring is empty: a
+burst that fills three quarters of the ring (the kernel's threshold) is
+forwarded out of order, and a flood, during which the ring is never empty,
+leaves the spill socket full of old frames: those that waited longer than
+STALE_AFTER (kernel timestamps, SO_TIMESTAMPNS) are dropped as they are
+read, not forwarded late. After a restart the whole backlog is forwarded.
+
 Limits: one rx and one tx queue; a frame longer than MAX_PACKET_LEN (BIG TCP)
-would be truncated. Frames that rolled over wait until the ring is empty, so
-a burst that fills three quarters of the ring (the kernel's threshold) is
-forwarded out of order, and a flood leaves up to the spill socket's buffer of
-old frames, forwarded once it ends.
+would be truncated.
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ from .pktring import (
     FRAME_SIZE,
     PACKET_AUXDATA,
     PACKET_VERSION,
+    SO_TIMESTAMPNS,
     TP_STATUS_USER,
     TPACKET_V2,
     RingIO,
@@ -99,6 +104,9 @@ SOCKET_BUFFER = 16 * 1024 * 1024
 SPILL_BUFFER = 64 * 1024 * 1024
 #: what the group's program answers: the spill socket, or our ring (see above)
 SPILL, RING = 0, 5
+#: while running, a frame that rolled over to the spill socket this long ago
+#: is dropped, not forwarded (TCP's minimum retransmission timeout)
+STALE_AFTER = 0.2
 #: after this long draining the spill socket (a flood faster than we forward),
 #: the ring takes the frames back and the rest of the backlog is read beside it
 DRAIN_LIMIT = 5.0
@@ -148,6 +156,7 @@ def open_spill_socket(ifindex: int, name: str) -> socket.socket:
     sock = _packet_socket(name, 0)
     try:
         sock.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         try:
             sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, SPILL_BUFFER)
         except PermissionError:
@@ -241,6 +250,11 @@ def adopt(fds: list[int], name: str) -> tuple[socket.socket | None, socket.socke
     for sock in (spill, ring):
         if sock is not None:
             sock.setblocking(False)
+    if spill is not None:
+        try:  # an older version's spill socket has no timestamps
+            spill.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        except OSError:
+            pass
     return spill, ring
 
 
@@ -315,6 +329,8 @@ class SystemNetdev(RingIO, Netdev):
         self._drain_until: float | None = None
         #: frames read from an abandoned ring, forwarded before the spill socket's
         self._abandoned: list = []
+        #: frames dropped from the spill socket for waiting longer than STALE_AFTER
+        self.rx_stale = 0
 
     def open(self, inherited: list[int] | None = None) -> None:
         try:
@@ -392,7 +408,11 @@ class SystemNetdev(RingIO, Netdev):
             # so what the flood costs is dropped frames, not slower ones.
             return []
         out, self._abandoned = self._abandoned, []  # at most one ring: one batch
-        emptied = read_queue(self.spill, limit, out)
+        # After a restart the backlog is old by design; else old means a flood.
+        older_than = None if self._spilling else time.time() - STALE_AFTER
+        emptied, stale = read_queue(self.spill, limit, out, older_than)
+        if stale:
+            self.rx_stale += stale
         if self._spilling:
             now = time.monotonic()
             if self._drain_until is None:
@@ -474,4 +494,6 @@ class SystemNetdev(RingIO, Netdev):
             info["handover"] = "draining the spill socket"
         if self.rx_truncated:
             info["rx-truncated"] = str(self.rx_truncated)
+        if self.rx_stale:
+            info["rx-stale"] = str(self.rx_stale)
         return info
