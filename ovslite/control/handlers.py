@@ -157,12 +157,17 @@ class Handlers:
     def _port_detail(self, br, port) -> dict:
         try:
             info = {str(k): str(v) for k, v in port.netdev.info().items()}
+            early = {str(k): int(v) for k, v in port.netdev.drops().items() if v}
         except Exception as exc:  # a provider bug must not hide every other port
             log.warning("netdev info failed", port=port.name, error=str(exc))
-            info = {}
+            info, early = {}, {}
         s = port.stats
+        stats, drops = s.as_dict(), dict(s.drops)
+        for reason, n in early.items():  # dropped by the provider, before the bridge
+            drops[reason] = drops.get(reason, 0) + n
+            stats["rx_dropped"] += n
         return {**self._port_summary(port), "bridge": br.name, "info": info,
-                "stats": {**s.as_dict(), "drops": dict(s.drops)}}
+                "stats": {**stats, "drops": drops}}
 
     # -- the MAC learning table ---------------------------------------------------------
     def get_fdb(self, req: m.Request) -> list[dict]:

@@ -161,6 +161,11 @@ class Netdev:
         """The device in the daemon's namespace whose link state this port follows."""
         return None
 
+    def drops(self) -> dict[str, int]:
+        """Frames this provider dropped before the bridge saw them, by reason
+        (counted with the port's rx drops)."""
+        return {}
+
     def info(self) -> dict[str, str]:
         """Type-specific facts for `show` (ifindex, peer, namespace...)."""
         return {}

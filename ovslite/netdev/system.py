@@ -492,8 +492,7 @@ class SystemNetdev(RingIO, Netdev):
         info = {"ifindex": str(self.ifindex)}
         if self._spilling and not self._handing_over:
             info["handover"] = "draining the spill socket"
-        if self.rx_truncated:
-            info["rx-truncated"] = str(self.rx_truncated)
-        if self.rx_stale:
-            info["rx-stale"] = str(self.rx_stale)
         return info
+
+    def drops(self) -> dict[str, int]:
+        return {"truncated": self.rx_truncated, "stale": self.rx_stale}
