@@ -7,8 +7,9 @@ gives the memory back with brk(), and the next frames take it again: a
 syscall and fresh zeroed pages per few frames. Keeping up to TRIM_THRESHOLD
 of free heap avoids that; it costs at most that much RSS after a burst.
 
-Measured (iperf3, one TCP stream through one bridge, 2 vCPUs, three runs
-each way): 11.1-12.4 Gbit/s with the default, 11.8-13.6 with this.
+Measured (iperf3, one TCP stream through one bridge, 2 vCPUs): 11.1-12.4
+Gbit/s in five runs with the default, 11.8-13.6 in ten with a larger
+threshold (set here or through MALLOC_TRIM_THRESHOLD_).
 Elsewhere than glibc, nothing is done.
 """
 
