@@ -167,6 +167,8 @@ class Bridge:
         self.ports: dict[str, Port] = {}
         self._reach: dict[Port, dict[int, Reach]] = {}
         self._next_number = 1
+        #: bumped whenever ports, their settings or their states change (flow cache)
+        self.version = 0
 
     # -- configuration ------------------------------------------------------
     def add_port(self, port: Port) -> Port:
@@ -211,6 +213,7 @@ class Bridge:
     def changed(self) -> None:
         """Forget cached reach: ports, their settings or their state changed."""
         self._reach = {p: {} for p in self.ports.values()}
+        self.version += 1
 
     def reach(self, in_port: Port, vlan: int) -> Reach:
         by_vlan = self._reach[in_port]
@@ -230,6 +233,36 @@ class Bridge:
                 return (vid if ok is None or vid in ok else None), True, vid
             return in_port.untagged_vlan, True, 0
         return in_port.untagged_vlan, False, 0
+
+    def unicast_path(self, in_port: Port, pkt, now: float):
+        """Where `forward` sends `pkt` when it is known unicast that leaves by one
+        port unchanged: (out Port, the VLAN's MAC dict, the source's MacEntry
+        (None if `forward` would not learn it), the destination's MacEntry).
+        None for any other frame.
+
+        Pure, for the datapath's flow cache (ovslite.flows): call it after
+        `forward` took the frame, so its source is learned.
+        """
+        if not in_port.up or len(pkt) < MIN_PACKET_LEN + 4 or pkt[10] & 1:
+            return None
+        vlan, has_tag, vid = self.ingress_vlan(in_port, pkt)
+        table = self.macs.vlans.get(vlan) if vlan is not None else None
+        if table is None:
+            return None
+        dst = table.get(pkt[10:16])
+        if dst is None or not (dst.static or now - dst.used <= self.macs.aging):
+            return None
+        tagged = self.reach(in_port, vlan).unicast.get(dst.port)
+        if tagged is None or not ((has_tag and vid == vlan) if tagged else not has_tag):
+            return None  # filtered, or re-tagged on the way out
+        src = None
+        if in_port.learning and not pkt[16] & 1:
+            src = table.get(pkt[16:22])
+            if src is None:
+                return None  # not learned (a table full of static entries): learn on
+            if src.port is not in_port and not src.static:
+                return None
+        return dst.port, table, src, dst
 
     # -- forwarding ---------------------------------------------------------
     def forward(self, in_port: Port, packets: list, now: float) -> dict[Port, list]:

@@ -4,9 +4,11 @@ Each port with a file descriptor gets a reader callback on the event loop
 (two if it has a backlog queue too, as a system port's spill socket).
 A wake-up drains at most BATCH frames (the fd is level-triggered, so a busy
 port is called again on the next loop pass and cannot starve the others),
-reads the clock once, and hands the batch to its bridge. Outputs go straight
-to the egress netdevs; a provider without an fd (patch) feeds its peer
-bridge through `Datapath.input` in the same pass, with `depth` bounding loops.
+reads the clock once, and hands the batch to `receive`: frames of a cached
+flow (ovslite.flows) go straight to their final port, the rest to the
+port's bridge (`input`, the slow path). Outputs go straight to the egress
+netdevs; a provider without an fd (patch) feeds its peer bridge through
+`input` in the same pass, with `depth` bounding loops.
 """
 
 from __future__ import annotations
@@ -17,11 +19,10 @@ import time
 from collections.abc import Callable
 
 from .bridge import Port
+from .flows import MAX_DEPTH, FlowCache
 from .vnet import VNET_HDR_LEN
 
 BATCH = 64
-#: how many bridges one frame may cross in one loop pass (patch ports)
-MAX_DEPTH = 8
 
 
 class Datapath:
@@ -31,6 +32,7 @@ class Datapath:
         self._fds: dict[Port, tuple[int, ...]] = {}
         #: port -> list of callables(direction, packets); empty for most ports
         self.taps: dict[Port, list[Callable]] = {}
+        self.flows = FlowCache()
 
     def attach(self, port: Port) -> None:
         netdev = port.netdev
@@ -49,6 +51,7 @@ class Datapath:
             self._fds[port] = tuple(fds)
 
     def detach(self, port: Port) -> None:
+        self.flows.forget_port(port)
         for fd in self._fds.pop(port, ()):
             self.loop.remove_reader(fd)
 
@@ -76,17 +79,61 @@ class Datapath:
     def _on_readable(self, port: Port) -> None:
         packets = port.netdev.recv_batch(BATCH)
         if packets:  # a wake-up with nothing ready is normal with rings, not an error
-            self.input(port, packets, 0)
+            self.receive(port, packets)
 
     def _on_backlog(self, port: Port) -> None:
         if self._fds.get(port) is None:
             return  # detached before a call_soon from attach() ran
         packets = port.netdev.recv_backlog(BATCH)
         if packets:
-            self.input(port, packets, 0)
+            self.receive(port, packets)
 
-    def input(self, port: Port, packets: list, depth: int) -> None:
-        """Account for a batch received on `port` and forward it."""
+    def receive(self, port: Port, packets: list) -> None:
+        """A batch received on `port`: cached flows first, then the slow path."""
+        if self.taps:  # a capture sees every port a frame crosses: no shortcuts
+            self.input(port, packets, 0)
+            return
+        now = self.clock()
+        flows = self.flows
+        groups, misses = flows.match(port, packets, now)
+        if groups:
+            self._apply(port, groups, now)
+        if misses:
+            self.input(port, misses, 0, now)
+            flows.learn(port, misses, now)
+
+    def _apply(self, port: Port, groups: dict, now: float) -> None:
+        """Send frames of valid flows, with the slow path's side effects."""
+        outputs: dict[Port, list] = {}
+        n_in = bytes_in = 0
+        for flow, packets in groups.items():
+            n = len(packets)
+            nbytes = sum(map(len, packets)) - n * VNET_HDR_LEN
+            n_in += n
+            bytes_in += nbytes
+            flow.packets += n
+            flow.bytes += nbytes
+            flow.used = now
+            for src in flow.srcs:
+                src.used = now
+            for out, peer in flow.hops:
+                out.stats.tx_packets += n
+                out.stats.tx_bytes += nbytes
+                peer.stats.rx_packets += n
+                peer.stats.rx_bytes += nbytes
+            batch = outputs.get(flow.out)
+            if batch is None:
+                outputs[flow.out] = packets
+            else:
+                batch.extend(packets)
+        stats = port.stats
+        stats.rx_packets += n_in
+        stats.rx_bytes += bytes_in
+        for out, packets in outputs.items():
+            self.output(out, packets, 0)
+
+    def input(self, port: Port, packets: list, depth: int, now: float | None = None) -> None:
+        """Account for a batch received on `port` and forward it (the slow path)."""
         stats = port.stats
         n = len(packets)
         stats.rx_packets += n
@@ -98,7 +145,7 @@ class Datapath:
         if depth >= MAX_DEPTH:
             stats.drop("loop", n)
             return
-        outputs = port.bridge.forward(port, packets, self.clock())
+        outputs = port.bridge.forward(port, packets, self.clock() if now is None else now)
         for out, batch in outputs.items():
             self.output(out, batch, depth)
 
@@ -132,5 +179,6 @@ class Datapath:
             stats.drop("tx-failed", n - sent, tx=True)
 
     def close(self) -> None:
+        self.flows.clear()
         for port in list(self._fds):
             self.detach(port)

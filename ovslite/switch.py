@@ -310,6 +310,7 @@ class Switch:
 
     def _resolve(self) -> None:
         """Let ports that refer to other ports (patch peers) re-check them."""
+        self.datapath.flows.clear()  # a flow may follow a patch cable that changed
         for port in self.ports.values():
             port.netdev.resolve(port, self.ports, self.datapath)
             if port.name in self.unopened:

@@ -26,6 +26,8 @@ class PatchNetdev(Netdev):
         super().__init__(name, options)
         self.peer = self.config.get("peer", "")
         self._deliver: Callable[[list, int], None] | None = None
+        #: the peer Port while the cable is up (the flow cache follows it)
+        self.peer_port = None
         self._reason = "not open"
 
     def open(self) -> None:
@@ -36,6 +38,7 @@ class PatchNetdev(Netdev):
 
     def close(self) -> None:
         self._deliver = None
+        self.peer_port = None
         self._reason = "not open"
 
     def fileno(self) -> int | None:
@@ -71,10 +74,12 @@ class PatchNetdev(Netdev):
             reason = ""
         if reason:
             self._deliver = None
+            self.peer_port = None
             self._reason = reason
         else:
             input_ = datapath.input
             self._deliver = lambda packets, depth: input_(peer, packets, depth)
+            self.peer_port = peer
             self._reason = ""
 
     def status(self) -> LinkStatus:
