@@ -1,9 +1,10 @@
 """The bench harness end to end: `python -m integration.bench --quick` on a small set of cases.
 
 Checks that every expected figure comes out present and positive (n/a only
-where a switch has no process: the Linux bridge's CPU and RSS), that the
-JSON and PNG are written, and that nothing the run made (namespaces,
-links, processes, temporary directories) is left behind. No figure is
+where a switch has no process: the Linux bridge's CPU and RSS; and the
+cross-CPU RTT on a one-CPU machine), that the JSON and PNG are written, and
+that nothing the run made (namespaces, links, processes, temporary
+directories) is left behind. No figure is
 compared with another: on a shared 2-core machine they are too noisy.
 """
 
@@ -54,6 +55,10 @@ def test_quick_bench_reports_every_figure_and_cleans_up(tmp_path):
                     assert value is None, f"{case.name}: {key} should be n/a, got {value!r}"
                     continue
                 assert isinstance(value, int | float) and value > 0, f"{case.name}: {key}={value!r}"
+        # RTT with ping and the switch pinned to one CPU and to two, next to the unpinned one.
+        pinned = ("lat_same_p50_us", "lat_same_p99_us", "lat_cross_p50_us", "lat_cross_p99_us")
+        assert all(k in results["ovslite"]["metrics"] for k in pinned), results["ovslite"]["metrics"]
+        assert "RTT p50, same CPU" in proc.stdout and "RTT p50, cross CPU" in proc.stdout
         assert len(made) == 2 and all(os.path.getsize(p) > 0 for p in made), proc.stdout
         # The table shows each figure with its ratios to both references.
         assert "/ linux" in proc.stdout and "/ ovs" in proc.stdout

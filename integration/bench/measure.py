@@ -16,13 +16,18 @@ Design notes (why each is done this way):
 - trafgen is told not to retune global socket memory (--no-sock-mem) nor IRQ affinity
   (--notouch-irq): the machine is shared.
 - Latency: ping's per-reply time= (kernel receive timestamps, 1 us
-  resolution), one request every 5 ms, percentiles by nearest rank.
+  resolution), one request every 5 ms, percentiles by nearest rank. Taken
+  unpinned and under two fixed placements, ping and the switch on one CPU
+  ("same") or on two ("cross"): a ping through a userspace switch costs
+  mostly the wake-ups between the two, which on a VM are far dearer across
+  CPUs, so unpinned figures follow wherever the scheduler put them.
 - CPU: utime+stime of the switch process (all its threads) over the same
   window as the rate, per million delivered frames. Memory: VmHWM.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -171,12 +176,67 @@ def percentile(values: list[float], p: float) -> float:
     return s[max(0, math.ceil(p / 100 * len(s)) - 1)]
 
 
-def latency(h1: Host, h2: Host, count: int, interval: float = 0.005) -> dict:
-    """Round-trip p50/p99 in microseconds from `count` pings, one every `interval` s."""
-    out = h1.run("ping", "-n", "-i", f"{interval:g}", "-c", str(count), "-W", "1", h2.ip,
+def latency(h1: Host, h2: Host, count: int, interval: float = 0.005, cpu: int | None = None,
+            prefix: str = "lat") -> dict:
+    """Round-trip p50/p99 in microseconds from `count` pings, one every `interval` s,
+    as <prefix>_p50_us, <prefix>_p99_us and <prefix>_loss; ping runs on `cpu` if given."""
+    pin = ("taskset", "-c", str(cpu)) if cpu is not None else ()
+    out = h1.run(*pin, "ping", "-n", "-i", f"{interval:g}", "-c", str(count), "-W", "1", h2.ip,
                  check=False, timeout=count * interval + 30).stdout
     rtts = [float(m) * 1000 for m in _TIME.findall(out)]
     if len(rtts) < max(1, count // 2):
         raise CommandError(f"only {len(rtts)} of {count} pings answered")
-    return {"lat_p50_us": percentile(rtts, 50), "lat_p99_us": percentile(rtts, 99),
-            "lat_loss": 1 - len(rtts) / count}
+    return {f"{prefix}_p50_us": percentile(rtts, 50), f"{prefix}_p99_us": percentile(rtts, 99),
+            f"{prefix}_loss": 1 - len(rtts) / count}
+
+
+# -- CPU placement ------------------------------------------------------------
+def usable_cpus() -> list[int]:
+    """The CPUs this process may run on (a cpuset can hide some of os.cpu_count())."""
+    return sorted(os.sched_getaffinity(0))
+
+
+def _threads(pid: int) -> list[int]:
+    try:
+        return [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except FileNotFoundError:
+        return []
+
+
+def _pin_new(pids: list[int], cpus: set[int], saved: dict[int, dict[int, set[int]]]) -> int:
+    """Pin the threads of `pids` not pinned yet, remembering their affinity; how many were."""
+    pinned = 0
+    for pid in pids:
+        for tid in _threads(pid):
+            if tid in saved.setdefault(pid, {}):
+                continue
+            with contextlib.suppress(ProcessLookupError):  # the thread ended meanwhile
+                mask = os.sched_getaffinity(tid)
+                os.sched_setaffinity(tid, cpus)
+                saved[pid][tid] = mask
+                pinned += 1
+    return pinned
+
+
+def _restore(saved: dict[int, dict[int, set[int]]]) -> None:
+    for pid, masks in saved.items():
+        # A thread started while pinned inherited the pin: it gets the process's old mask.
+        default = masks.get(pid, set(usable_cpus()))
+        for tid in _threads(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.sched_setaffinity(tid, masks.get(tid, default))
+
+
+@contextlib.contextmanager
+def pinned(pids: list[int], cpus: set[int]):
+    """Every thread of `pids` (ovs-vswitchd has many) on `cpus` for the block; each
+    thread's own affinity back afterwards, also on an exception."""
+    saved: dict[int, dict[int, set[int]]] = {}
+    try:
+        # Again until a pass finds no new thread: one may start while we pin the others.
+        for _ in range(5):
+            if not _pin_new(pids, cpus, saved):
+                break
+        yield
+    finally:
+        _restore(saved)

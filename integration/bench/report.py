@@ -22,6 +22,11 @@ METRICS: dict[str, tuple[str, str, float, str]] = {
     "offered_fps": ("64 B offered", "kframes/s", 1e-3, ".1f"),
     "lat_p50_us": ("RTT p50", "us", 1, ".0f"),
     "lat_p99_us": ("RTT p99", "us", 1, ".0f"),
+    # Pinned: ping on the first CPU, the switch's threads on the same one or the next.
+    "lat_same_p50_us": ("RTT p50, same CPU", "us", 1, ".0f"),
+    "lat_same_p99_us": ("RTT p99, same CPU", "us", 1, ".0f"),
+    "lat_cross_p50_us": ("RTT p50, cross CPU", "us", 1, ".0f"),
+    "lat_cross_p99_us": ("RTT p99, cross CPU", "us", 1, ".0f"),
     "cpu_s_per_mframe": ("CPU per 1M frames", "s", 1, ".2f"),
     "cpu_util": ("switch CPU in 64 B run", "cores", 1, ".2f"),
     "rss_peak_mib": ("peak RSS", "MiB", 1, ".1f"),
@@ -29,6 +34,8 @@ METRICS: dict[str, tuple[str, str, float, str]] = {
 }
 NO_RATIO = {"fdb_entries"}
 REFERENCES = ("linux", "ovs")
+CHAIN_LINES = (("lat_p50_us", "-"), ("lat_p99_us", ":"), ("lat_same_p50_us", "--"),
+               ("lat_cross_p50_us", "-."))
 GROUP_TITLES = {
     "core": "Core: h1 -> switch -> h2",
     "scale-fdb": "Scaling (ovslite): 64-byte rate vs MACs in the fdb",
@@ -101,7 +108,8 @@ def render(doc: dict) -> str:
         out.append("(no Linux bridge or OVS row in this run: no ratios)")
     out.append("Ratios are this figure / the reference's: above 1 is better for TCP and 64 B rate,")
     out.append("worse for latency, CPU and RSS. 64 B = 60-byte frames + FCS; CPU = switch process")
-    out.append("utime+stime over the 64 B window per million frames delivered to h2.")
+    out.append("utime+stime over the 64 B window per million frames delivered to h2. RTT same/cross CPU:")
+    out.append("ping on one CPU, the switch's threads on that CPU / another (Linux bridge: ping only).")
     notes = [(r["name"], n) for r in results for n in r.get("notes", [])]
     errors = [(r["name"], r["error"]) for r in results if r.get("error")]
     if notes:
@@ -160,7 +168,8 @@ def write_png(doc: dict, path: str) -> None:
     bars(axes[0][0], ["tcp1_gbps", "tcp4_gbps"], ["1 stream", "4 streams"], "TCP throughput", "Gbit/s")
     bars(axes[0][1], ["offered_fps", "rate_fps"], ["offered", "delivered"], "64-byte frames",
          "kframes/s", 1e-3)
-    bars(axes[0][2], ["lat_p50_us", "lat_p99_us"], ["p50", "p99"], "Round-trip latency", "us", log=True)
+    bars(axes[0][2], ["lat_p50_us", "lat_same_p50_us", "lat_cross_p50_us", "lat_p99_us"],
+         ["p50", "p50 same CPU", "p50 cross CPU", "p99"], "Round-trip latency", "us", log=True)
     bars(axes[1][0], ["cpu_s_per_mframe"], ["CPU"], "Switch CPU per 1M frames (64 B)", "CPU seconds")
 
     ax = axes[1][1]
@@ -184,10 +193,10 @@ def write_png(doc: dict, path: str) -> None:
     for link, color in (("patch", "tab:blue"), ("veth", "tab:red")):
         rows = sorted([r for r in chain if r["params"].get("link") in (link, "")],
                       key=lambda r: r["params"]["bridges"])
-        for key, style in (("lat_p50_us", "-"), ("lat_p99_us", ":")):
+        for key, style in CHAIN_LINES:
             if rows:
                 ax.plot([r["params"]["bridges"] for r in rows], [r["metrics"].get(key) for r in rows],
-                        style, marker="o", color=color, label=f"{link} {key[4:7]}")
+                        style, marker="o", color=color, label=f"{link} {METRICS[key][0][4:]}")
     if ax.lines:
         ax.set_title("ovslite latency vs bridges in a chain")
         ax.set_xlabel("bridges")
@@ -197,7 +206,7 @@ def write_png(doc: dict, path: str) -> None:
         ax.set_xticks(ticks)
         ax.set_xticklabels([str(t) for t in ticks])
         ax.set_yscale("log")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
