@@ -136,20 +136,25 @@ class FlowCache:
         """
         flows = self.by_port.get(port)
         if not flows:
+            self.misses += len(packets)
             return {}, packets
         groups: dict[Flow, list] = {}
         misses = []
         get = flows.get
+        start, end, min_len = KEY_START, KEY_END, MIN_HIT_LEN
+        last = group = None  # a batch is mostly one flow: skip the groups probe then
         for pkt in packets:
-            flow = get(pkt[KEY_START:KEY_END])
-            if flow is None or len(pkt) < MIN_HIT_LEN:
+            flow = get(pkt[start:end])
+            if flow is None or len(pkt) < min_len:
                 misses.append(pkt)
-                continue
-            group = groups.get(flow)
-            if group is None:
-                groups[flow] = [pkt]
-            else:
+            elif flow is last:
                 group.append(pkt)
+            else:
+                group = groups.get(flow)
+                if group is None:
+                    group = groups[flow] = []
+                group.append(pkt)
+                last = flow
         for flow in [f for f in groups if not f.valid(now)]:
             stale = groups.pop(flow)
             del flows[stale[0][KEY_START:KEY_END]]

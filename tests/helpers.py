@@ -136,6 +136,19 @@ class CtlRunner:
         return result
 
 
+def one_line_error(result, code: int, text: str = "") -> str:
+    """Check that ovslite-ctl failed with `code` and one "ovslite-ctl: ..." line on
+    stderr containing `text`, and printed nothing else; return that line."""
+    assert result.exit_code == code, (result.exit_code, result.output)
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ovslite-ctl: "), result.stderr
+    assert text in lines[0], lines[0]
+    assert result.stdout == ""
+    return lines[0]
+
+
 # -- bridges and MAC addresses -------------------------------------------------------
 
 BCAST = b"\xff" * 6

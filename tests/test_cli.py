@@ -9,24 +9,13 @@ import socket
 import pytest
 import structlog
 from click.testing import CliRunner
-from helpers import TYPE, CtlRunner
+from helpers import TYPE, CtlRunner, one_line_error
 
 from ovslite_ctl.cli import cli
 
 
 def run(*args, env=None):
     return CliRunner().invoke(cli, list(args), env=env)
-
-
-def one_line_error(result, code: int, text: str = "") -> str:
-    assert result.exit_code == code, (result.exit_code, result.output)
-    assert "Traceback" not in result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("ovslite-ctl: "), result.stderr
-    assert text in lines[0], lines[0]
-    assert result.stdout == ""
-    return lines[0]
 
 
 @pytest.fixture

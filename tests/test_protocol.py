@@ -91,6 +91,8 @@ REQUESTS = [
     (Cmd.FDB_STATS, {"bridge": "br0"}),
     (Cmd.MONITOR, {}),
     (Cmd.MONITOR, {"bridge": "br0", "groups": int(m.McGroup.FDB | m.McGroup.STATE)}),
+    (Cmd.GET_FLOW, {}),
+    (Cmd.GET_FLOW, {"bridge": "br0"}),
 ]
 
 
@@ -133,6 +135,14 @@ REPLIES = [
     (Cmd.MONITOR, {"event": "port-state", "time": 2**62, "bridge": "br0", "port": "p1", "up": 0,
                    "reason": "no carrier"}),
     (Cmd.MONITOR, {"event": "lost", "time": 1, "dropped": 12345}),
+    (Cmd.GET_FLOW, {"counters": {"flows": 2, "hits": 2**40, "misses": 0}}),
+    (Cmd.GET_FLOW, {"bridge": "br0", "port": "e0", "dl_src": "02:00:00:00:00:01",
+                    "dl_dst": "02:00:00:00:00:02", "dl_type": 0x0800, "packets": 2**33,
+                    "bytes": 2**40, "used_ms": 400, "output": "e4",
+                    "hops": [{"port": "pa0", "peer": "pb0"}, {"port": "pa1", "peer": "pb1"}]}),
+    (Cmd.GET_FLOW, {"bridge": "br1", "port": "e2", "dl_src": "02:00:00:00:00:03",
+                    "dl_dst": "02:00:00:00:00:04", "vlan": 10, "packets": 0, "bytes": 0,
+                    "used_ms": 0, "output": "e3", "hops": []}),
     (Cmd.MONITOR, {"event": "fdb", "bridge": "br0",
                    "fdb_events": m.pack_fdb_event(1, 5, 0, b"\x02" * 6, "p1", "")}),
 ]

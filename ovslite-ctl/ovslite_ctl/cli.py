@@ -11,8 +11,8 @@ Exit status: 0 success; 1 the daemon refused the request, could not be
 reached or did not answer in time; 2 usage error (bad option, argument, name
 or key=value). `--format json` affects the listing commands and `monitor`.
 
-Commands live here, in fdb.py (fdb-*), monitor.py, capture.py and trace.py;
-common.py has the shared context and argument checks.
+Commands live here, in fdb.py (fdb-*), flows.py (dump-flows), monitor.py, capture.py
+and trace.py; common.py has the shared context and argument checks.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import click
 
 from ovslite import __version__
 
-from . import fdb, monitor
+from . import fdb, flows, monitor
 from .capture import run_capture
 from .client import DEFAULT_SOCKET, Client, ControlError
 from .common import PROG, Ctl, bridge_settings, kv, port_settings
@@ -325,7 +325,7 @@ def version(ctl: Ctl):
                               f"ovslited {d['daemon']} (protocol {d['protocol']})"])
 
 
-for _command in (*fdb.COMMANDS, monitor.monitor):
+for _command in (*fdb.COMMANDS, *flows.COMMANDS, monitor.monitor):
     cli.add_command(_command)
 
 

@@ -211,6 +211,29 @@ class Client:
         out["aging_time"] = float(settings.get("mac-aging-time", 0))
         return out
 
+    def flows(self, bridge: str | None = None) -> dict:
+        """The datapath's flow cache: {'stats': {'flows', 'hits', 'misses'} (the whole
+        datapath's), 'flows': [{'bridge', 'in_port', 'dl_src', 'dl_dst', 'dl_vlan' (None
+        if untagged), 'dl_type' (None if tagged), 'packets', 'bytes', 'used' (seconds ago),
+        'hops' ([{'port', 'peer'}] patch pairs crossed), 'output'}]} (of BRIDGE's ports)."""
+        stats = {"flows": 0, "hits": 0, "misses": 0}
+        flows = []
+        for r in self.request(Cmd.GET_FLOW, {"bridge": bridge}, dump=True):
+            if "counters" in r:  # the first message: the cache's counters
+                stats.update((k, r["counters"].get(k, 0)) for k in stats)
+                continue
+            flows.append({
+                "bridge": r.get("bridge", ""), "in_port": r.get("port", ""),
+                "dl_src": r.get("dl_src", ""), "dl_dst": r.get("dl_dst", ""),
+                "dl_vlan": r.get("vlan"), "dl_type": r.get("dl_type"),
+                "packets": r.get("packets", 0), "bytes": r.get("bytes", 0),
+                "used": r.get("used_ms", 0) / 1000,
+                "hops": [{"port": h.get("port", ""), "peer": h.get("peer", "")}
+                         for h in r.get("hops", [])],
+                "output": r.get("output", ""),
+            })
+        return {"stats": stats, "flows": flows}
+
     def monitor(self, bridge: str | None = None, groups: int | None = None):
         """Yield events as they happen, one dict each: 'time' (ns since the epoch),
         'event', and its fields. The first is 'subscribed' (events flow from then on);

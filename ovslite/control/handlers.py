@@ -16,6 +16,7 @@ differ from the defaults, in the same syntax, so they can be fed back.
 from __future__ import annotations
 
 import errno
+import struct
 from collections.abc import Callable
 
 import structlog
@@ -24,7 +25,7 @@ from .. import __version__, portconfig
 from ..db import BRIDGE_SETTINGS
 from ..switch import SwitchError
 from ..trace import vlan_ranges
-from ..vnet import format_mac, parse_mac
+from ..vnet import TPID_8021Q, format_mac, parse_mac
 from . import messages as m
 
 log = structlog.get_logger("ovslite.control")
@@ -70,6 +71,23 @@ def _number(port) -> int:
     return port.number
 
 
+#: the last 4 bytes of a flow key (ovslite.flows): EtherType and 2 more, or TPID and TCI
+_KEY_TAIL = struct.Struct("!HH")
+
+
+def flow_values(in_port, key: bytes, flow, now: float) -> dict:
+    """One cached flow as a GET_FLOW reply message."""
+    ethertype, tci = _KEY_TAIL.unpack_from(key, 12)
+    tagged = ethertype == TPID_8021Q  # then the EtherType after the tag is not in the key
+    return {"bridge": in_port.bridge.name, "port": in_port.name,
+            "dl_dst": format_mac(key[:6]), "dl_src": format_mac(key[6:12]),
+            "vlan": tci & 0xFFF if tagged else None, "dl_type": None if tagged else ethertype,
+            "packets": flow.packets, "bytes": flow.bytes,
+            "used_ms": round(max(now - flow.used, 0.0) * 1000),
+            "hops": [{"port": out.name, "peer": peer.name} for out, peer in flow.hops],
+            "output": flow.out.name}
+
+
 class Handlers:
     def __init__(self, switch):
         self.switch = switch
@@ -81,7 +99,7 @@ class Handlers:
             C.GET_BR: self.get_br, C.SET_BR: self.set_br, C.ADD_PORT: self.add_port,
             C.DEL_PORT: self.del_port, C.GET_PORT: self.get_port, C.SET_PORT: self.set_port,
             C.GET_FDB: self.get_fdb, C.FDB_ADD: self.fdb_add, C.FDB_DEL: self.fdb_del,
-            C.FDB_FLUSH: self.fdb_flush, C.FDB_STATS: self.fdb_stats,
+            C.FDB_FLUSH: self.fdb_flush, C.FDB_STATS: self.fdb_stats, C.GET_FLOW: self.get_flow,
         }
 
     # -- configuration ----------------------------------------------------------
@@ -213,3 +231,20 @@ class Handlers:
         settings = bridge_settings_text({"mac-aging-time": float(macs.aging),
                                          "mac-table-size": int(macs.max_entries)})
         return {"bridge": br.name, "counters": counters, "settings": settings}
+
+    # -- the datapath's flow cache --------------------------------------------------------
+    def get_flow(self, req: m.Request) -> list[dict]:
+        """The cache's counters (the whole datapath's), then its flows by ingress bridge,
+        port number and key; only those entering on BRIDGE's ports if it is given."""
+        name = req.values.get("bridge")
+        only = self.switch.bridge(name) if name is not None else None  # ENOENT if absent
+        datapath = self.switch.datapath
+        cache = datapath.flows
+        now = datapath.clock()
+        out = [{"counters": {"flows": len(cache), "hits": cache.hits, "misses": cache.misses}}]
+        ports = [p for p in cache.by_port
+                 if p.bridge is not None and (only is None or p.bridge is only)]
+        for port in sorted(ports, key=lambda p: (p.bridge.name, p.number)):
+            flows = cache.by_port[port]
+            out += [flow_values(port, key, flows[key], now) for key in sorted(flows)]
+        return out

@@ -75,6 +75,7 @@ class Cmd(enum.IntEnum):
     CAPTURE = 40
     MONITOR = 41
     TRACE = 42
+    GET_FLOW = 50
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,7 @@ COMMANDS: dict[Cmd, CommandSpec] = {
     Cmd.MONITOR: CommandSpec((), ("bridge", "groups"), dump=True, stream=True),
     Cmd.TRACE: CommandSpec(("bridge", "port", "dl_src", "dl_dst"), ("vlan", "dl_type", "generate"),
                            dump=True),
+    Cmd.GET_FLOW: CommandSpec((), ("bridge",), dump=True),
 }
 
 
@@ -262,6 +264,12 @@ ATTRS = (
     ("OVSLITE_ATTR_TRACE_DEPTH", "uint32"),  # 36 trace: bridges crossed before this step
     ("OVSLITE_ATTR_TRACE_OUTPUTS", "portlist|nested"),  # 37 trace: BRIDGE, PORT, VLAN, TRACE_TAGGED
     ("OVSLITE_ATTR_TRACE_TAGGED", "flag"),  # 38 trace: an output leaves tagged
+    ("OVSLITE_ATTR_PACKETS", "uint64"),     # 39 flow: frames it sent
+    ("OVSLITE_ATTR_BYTES", "uint64"),       # 40 flow: bytes it sent (no virtio_net_hdr)
+    ("OVSLITE_ATTR_USED_MS", "uint64"),     # 41 flow: ms since it last sent a frame (or was set up)
+    ("OVSLITE_ATTR_PEER", "asciiz"),        # 42 flow hop: the patch port's peer
+    ("OVSLITE_ATTR_HOPS", "portlist|nested"),  # 43 flow: patch pairs crossed, PORT and PEER each
+    ("OVSLITE_ATTR_OUTPUT", "asciiz"),      # 44 flow: the final egress port
 )
 _ATTR_KIND = {name: kind.split("|")[0] for name, kind in ATTRS}
 
