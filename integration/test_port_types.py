@@ -291,6 +291,32 @@ def test_patch_ports_join_two_bridges(daemon, net):
     h1.ping(h2)
 
 
+def test_patch_traffic_rides_a_cached_flow(daemon, net):
+    """After the first frames, h1 -> h2 frames skip both bridges: dump-flows shows the flow
+    through the patch pair counting them; cutting the cable removes it."""
+    bra, brb, pa, pb, h1, h2 = two_bridges(daemon, net)
+    add_patch(daemon, bra, pa, pb)
+    add_patch(daemon, brb, pb, pa)
+    h1.set_neighbor(h2)
+    h2.set_neighbor(h1)
+    h1.ping(h2, count=1)  # both MACs learned on both bridges
+    h1.ping(h2, count=20, interval=0.01)
+    out = daemon.ctl("dump-flows", bra).stdout
+    print(out)
+    mine = [x for x in out.splitlines()
+            if x.startswith(f"in_port={h1.port},dl_src={h1.mac},dl_dst={h2.mac},dl_type=0x0800 ")]
+    assert len(mine) == 1 and mine[0].endswith(f"actions:{pa}>{pb},output:{h2.port}"), out
+    packets = int(mine[0].split(" packets:")[1].split(",")[0])
+    assert packets >= 19, mine  # all but the first echo request of the 20
+    doc = daemon.ctl_json("dump-flows")
+    assert doc["stats"]["hits"] >= 38, doc["stats"]  # requests and replies
+    assert {f["in_port"] for f in doc["flows"]} >= {h1.port, h2.port}, doc
+
+    daemon.ctl("del-port", brb, pb)
+    assert f"{pa}>{pb}" not in daemon.ctl("dump-flows").stdout
+    assert h1.ping(h2, count=2, wait=1, check=False).returncode != 0, "h2 reachable without pb"
+
+
 def test_patch_peer_on_same_bridge_or_not_a_patch_is_down(daemon, net):
     br, h1 = bridge_with_host(daemon, net, "br", "h1", 1)
     px, py, pz = net.name("px"), net.name("py"), net.name("pz")
