@@ -25,10 +25,10 @@ from .bench.resources import leftovers
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[1]
-# Linux bridge and OVS (the references the ratios need), ovslite, a
+# Linux bridge and OVS (the references the ratios need), an OVS patch pair, ovslite, a
 # two-bridge patch chain and issue #5's target row (64 ports and 100k MACs,
 # about 20 s in quick mode): every builder and report section.
-ONLY = "linux,ovs,ovslite,chain-patch-2,ports-64-fdb-100000"
+ONLY = "linux,ovs,ovs-patch,ovslite,chain-patch-2,ports-64-fdb-100000"
 
 
 def test_quick_bench_reports_every_figure_and_cleans_up(tmp_path):

@@ -36,7 +36,7 @@ from .topo import build
 
 REPO = Path(__file__).resolve().parents[2]
 FILL_RATE = 50_000  # frames/s: well under what ovslite drains, so no MAC is lost
-CORE = ("linux", "ovs", "ovslite", "ovslite-patch", "ovslite-veth")
+CORE = ("linux", "ovs", "ovslite", "ovslite-patch", "ovslite-veth", "ovs-patch", "ovs-veth")
 FDB_SIZES = (1, 1_000, 100_000)
 PORT_COUNTS = (2, 16, 64)
 CHAIN_LENGTHS = (1, 2, 4, 8)

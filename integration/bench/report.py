@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import os
 
+from . import targets
+
 METRICS: dict[str, tuple[str, str, float, str]] = {
     # key: (label, unit, scale, format)
     "tcp1_gbps": ("TCP, 1 stream", "Gbit/s", 1, ".2f"),
@@ -104,6 +106,7 @@ def render(doc: dict) -> str:
     out.append("")
     for group in GROUP_TITLES:
         out += table(results, group, refs)
+    out += targets.lines(results)
     if not refs:
         out.append("(no Linux bridge or OVS row in this run: no ratios)")
     out.append("Ratios are this figure / the reference's: above 1 is better for TCP and 64 B rate,")

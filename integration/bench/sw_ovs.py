@@ -27,6 +27,7 @@ import time
 
 from .hosts import pid_alive
 from .resources import CommandError, Resources, run, wait_for
+from .sw_ovslite import PortSpec
 
 SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
 
@@ -105,14 +106,18 @@ class Ovs:
     def _log_has(self, needle: str) -> bool:
         return bool(self._log_line(needle))
 
-    def add_bridge(self, name: str, ports: list[str]) -> None:
+    def add_bridge(self, name: str, ports: list[PortSpec]) -> None:
         args = ["add-br", name, "--", "set", "bridge", name, "datapath_type=netdev"]
         for port in ports:
-            args += ["--", "add-port", name, port]
+            args += ["--", "add-port", name, port.name]
+            if port.type == "patch":
+                args += ["--", "set", "interface", port.name, "type=patch",
+                         f"options:peer={port.options['peer']}"]
         self.vsctl(*args)
         self.bridge = name
         for port in ports:
-            run(["ip", "link", "set", port, "up"])
+            if port.type == "system":
+                run(["ip", "link", "set", port.name, "up"])
 
     def _stop(self, ctl: str, pidfile: str, cleanup: bool) -> None:
         pid = _read_pid(self.path(pidfile))
@@ -145,12 +150,12 @@ def _alive_not_zombie(pid: int) -> bool:
         return False
 
 
-def start(res: Resources, ports: list[str]) -> Ovs:
+def start(res: Resources, bridges: dict[str, list[PortSpec]]) -> Ovs:
+    """OVS with `bridges` (name -> ports: system or patch), all on the userspace datapath."""
     ensure_installed()
     ovs = Ovs(res, res.tempdir("ovs"))
     ovs.start()
-    # Recorded before creation: OVS makes a tap named after the bridge.
-    name = res.link_name("obr")
-    res.links.append(name)
-    ovs.add_bridge(name, ports)
+    for name, ports in bridges.items():
+        res.links.append(name)  # recorded before creation: OVS makes a tap named after it
+        ovs.add_bridge(name, ports)
     return ovs

@@ -3,15 +3,19 @@
 Design: `build()` makes h1 and h2 (and, if asked, a filler host h3 and idle
 ports), then hands their root-namespace veth ends to one switch builder.
 Every switch object answers `pids()` (processes to account CPU and memory
-to; empty for the kernel bridge) and carries `notes`. ovslite topologies
-are described as bridges -> ports and written as one database:
+to; empty for the kernel bridge) and carries `notes`. ovslite and OVS
+topologies are described as bridges -> ports (ovslite writes them as one
+database; OVS gets them through ovs-vsctl):
 
   chain=N, link="patch": br1 -[patch]- br2 -[patch]- ... brN, h1 on br1, h2 on brN
   chain=N, link="veth":  the same, each hop a root-namespace veth pair
   extra_ports=K:         K idle veth ports on br1 (the port-count rows)
   filler=True:           h3 on br1, to source many MACs (the fdb-size rows)
 
-The bridge config carries mac-table-size large enough for the 100k-MAC row.
+OVS's own patch and veth pairs (ovs-patch, ovs-veth) are the reference for
+what joining two bridges costs a userspace datapath whose flows already skip
+patch ports. ovslite's bridge config carries mac-table-size large enough for
+the 100k-MAC row.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ class Topo:
         return self.switch.notes
 
 
-def _ovslite_bridges(res: Resources, h1: Host, h2: Host, chain: int, link: str,
+def _bridges(res: Resources, h1: Host, h2: Host, chain: int, link: str,
                      extra: list[str]) -> dict[str, list[PortSpec]]:
     names = [res.link_name(f"s{i + 1}") for i in range(chain)]
     ports: dict[str, list[PortSpec]] = {n: [] for n in names}
@@ -73,16 +77,19 @@ def build(res: Resources, kind: str, chain: int = 1, link: str = "patch",
     extra = hosts.make_idle_ports(res, extra_ports)
     edge = [h1.port, h2.port] + ([h3.port] if h3 else []) + extra
     workdir = res.tempdir("work")
-    if kind in ("linux", "ovs"):
+    if kind == "linux":
         if chain != 1:
             raise ValueError(f"{kind}: only single-bridge topologies are built")
-        switch = sw_linux.start(res, edge) if kind == "linux" else sw_ovs.start(res, edge)
-        bridges = [switch.name if kind == "linux" else switch.bridge]
-    elif kind == "ovslite":
-        spec = _ovslite_bridges(res, h1, h2, chain, link, extra)
+        switch = sw_linux.start(res, edge)
+        bridges = [switch.name]
+    elif kind in ("ovs", "ovslite"):
+        spec = _bridges(res, h1, h2, chain, link, extra)
         if h3 is not None:
             spec[next(iter(spec))].append(PortSpec(h3.port))
-        switch = sw_ovslite.start(res, spec, {"mac-table-size": MAC_TABLE_SIZE})
+        if kind == "ovs":
+            switch = sw_ovs.start(res, spec)
+        else:
+            switch = sw_ovslite.start(res, spec, {"mac-table-size": MAC_TABLE_SIZE})
         bridges = list(spec)
     else:
         raise ValueError(f"unknown switch kind {kind!r}")
