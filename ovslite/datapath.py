@@ -104,7 +104,8 @@ class Datapath:
 
     def _apply(self, port: Port, groups: dict, now: float) -> None:
         """Send frames of valid flows, with the slow path's side effects."""
-        outputs: dict[Port, list] = {}
+        # Frames of several flows to one port go out in one batch (one kick).
+        outputs: dict[Port, list] | None = {} if len(groups) > 1 else None
         n_in = bytes_in = 0
         for flow, packets in groups.items():
             n = len(packets)
@@ -121,6 +122,8 @@ class Datapath:
                 out.stats.tx_bytes += nbytes
                 peer.stats.rx_packets += n
                 peer.stats.rx_bytes += nbytes
+            if outputs is None:
+                continue
             batch = outputs.get(flow.out)
             if batch is None:
                 outputs[flow.out] = packets
@@ -129,6 +132,9 @@ class Datapath:
         stats = port.stats
         stats.rx_packets += n_in
         stats.rx_bytes += bytes_in
+        if outputs is None:
+            self.output(flow.out, packets, 0)  # the one flow
+            return
         for out, packets in outputs.items():
             self.output(out, packets, 0)
 

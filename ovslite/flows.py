@@ -155,6 +155,13 @@ class FlowCache:
                     group = groups[flow] = []
                 group.append(pkt)
                 last = flow
+        for flow in groups:  # mostly one flow, valid: one call, no list
+            if not flow.valid(now):
+                break
+        else:
+            self.misses += len(misses)
+            self.hits += len(packets) - len(misses)
+            return groups, misses
         for flow in [f for f in groups if not f.valid(now)]:
             stale = groups.pop(flow)
             del flows[stale[0][KEY_START:KEY_END]]

@@ -6,6 +6,11 @@ to the ports it reaches; and, for known unicast, whatever the number of MACs
 in the fdb, with each frame from another source (a learning refresh per
 frame) as well as all from one. Pure Python timing of Bridge.forward on
 64-frame batches; a figure for reading, never an assertion.
+
+Last, the datapath across a chain of 1 to 8 bridges joined by patch ports
+(ports that keep what they are sent, no sockets): known unicast through the
+slow path (`Datapath.input`, every bridge) and through the flow cache
+(`Datapath.receive`), one frame per batch (what a ping costs) and 64.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ from __future__ import annotations
 import time
 
 from ovslite.bridge import Bridge, Port
+from ovslite.datapath import Datapath
+from ovslite.netdev.patch import PatchNetdev
 from ovslite.vnet import ethernet
 
 SRC = bytes.fromhex("020000000001")
@@ -62,6 +69,57 @@ def main() -> None:
         mixed = per_frame_ns(br, ports[0], [ethernet(d + s + b"\x08\x00" + bytes(46))
                                             for d, s in zip(dsts, srcs, strict=True)])
         print(f"{size:>11,}  {one:>22.0f} ns  {mixed:>26.0f} ns")
+    chain_costs()
+
+
+class Sink:
+    """A port's netdev that keeps nothing and always succeeds."""
+
+    deliver_batch = None
+
+    def send_batch(self, packets) -> int:
+        return len(packets)
+
+
+def chain(length: int) -> tuple[Datapath, Port, Port]:
+    """br0 -[patch]- br1 ... with an edge port at each end: (datapath, first edge, last edge)."""
+    dp = Datapath(None)
+    bridges = [Bridge(f"br{i}") for i in range(length)]
+    edges = (Port("e0", netdev=Sink()), Port("e1", netdev=Sink()))
+    bridges[0].add_port(edges[0])
+    bridges[-1].add_port(edges[1])
+    patches = {}
+    for i in range(length - 1):
+        a, b = f"p{i}a", f"p{i}b"
+        patches[a] = Port(a, "patch", PatchNetdev(a, {"peer": b}))
+        patches[b] = Port(b, "patch", PatchNetdev(b, {"peer": a}))
+        bridges[i].add_port(patches[a])
+        bridges[i + 1].add_port(patches[b])
+    for p in patches.values():
+        p.netdev.resolve(p, patches, dp)
+    for br in bridges:
+        for p in br.ports.values():
+            br.set_port_state(p, True)
+    return dp, *edges
+
+
+def chain_costs(rounds: int = 20000) -> None:
+    print(f"\n{'bridges':>7}  {'slow path, 1 frame':>18}  {'cached, 1 frame':>15}  "
+          f"{'slow, per frame of 64':>21}  {'cached, per frame of 64':>23}")
+    ab, ba = (ethernet(d + s + b"\x08\x00" + bytes(46)) for d, s in ((DST, SRC), (SRC, DST)))
+    for length in (1, 2, 4, 8):
+        dp, first, last = chain(length)
+        for port, pkt in ((first, ab), (last, ba), (first, ab), (last, ba)):  # learn, set up flows
+            dp.receive(port, [pkt])
+        row = []
+        for batch in ([ab], [ab] * 64):
+            for run in (lambda b=batch: dp.input(first, b, 0), lambda b=batch: dp.receive(first, b)):
+                start = time.perf_counter()
+                for _ in range(rounds // len(batch) * 8 if len(batch) > 1 else rounds):
+                    run()
+                n = (rounds // len(batch) * 8 if len(batch) > 1 else rounds) * len(batch)
+                row.append((time.perf_counter() - start) / n * 1e9)
+        print(f"{length:>7}  {row[0]:>15.0f} ns  {row[1]:>12.0f} ns  {row[2]:>18.0f} ns  {row[3]:>20.0f} ns")
 
 
 if __name__ == "__main__":
