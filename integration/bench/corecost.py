@@ -103,7 +103,22 @@ def chain(length: int) -> tuple[Datapath, Port, Port]:
     return dp, *edges
 
 
-def chain_costs(rounds: int = 20000) -> None:
+def slow_path(dp: Datapath, port: Port, batch: list) -> None:
+    dp.input(port, batch, 0)
+
+
+def flow_cache(dp: Datapath, port: Port, batch: list) -> None:
+    dp.receive(port, batch)
+
+
+def datapath_ns(run, dp: Datapath, port: Port, batch: list, rounds: int = 5000) -> float:
+    start = time.perf_counter()
+    for _ in range(rounds):
+        run(dp, port, batch)
+    return (time.perf_counter() - start) / (rounds * len(batch)) * 1e9
+
+
+def chain_costs() -> None:
     print(f"\n{'bridges':>7}  {'slow path, 1 frame':>18}  {'cached, 1 frame':>15}  "
           f"{'slow, per frame of 64':>21}  {'cached, per frame of 64':>23}")
     ab, ba = (ethernet(d + s + b"\x08\x00" + bytes(46)) for d, s in ((DST, SRC), (SRC, DST)))
@@ -111,14 +126,8 @@ def chain_costs(rounds: int = 20000) -> None:
         dp, first, last = chain(length)
         for port, pkt in ((first, ab), (last, ba), (first, ab), (last, ba)):  # learn, set up flows
             dp.receive(port, [pkt])
-        row = []
-        for batch in ([ab], [ab] * 64):
-            for run in (lambda b=batch: dp.input(first, b, 0), lambda b=batch: dp.receive(first, b)):
-                start = time.perf_counter()
-                for _ in range(rounds // len(batch) * 8 if len(batch) > 1 else rounds):
-                    run()
-                n = (rounds // len(batch) * 8 if len(batch) > 1 else rounds) * len(batch)
-                row.append((time.perf_counter() - start) / n * 1e9)
+        row = [datapath_ns(run, dp, first, batch)
+               for batch in ([ab], [ab] * 64) for run in (slow_path, flow_cache)]
         print(f"{length:>7}  {row[0]:>15.0f} ns  {row[1]:>12.0f} ns  {row[2]:>18.0f} ns  {row[3]:>20.0f} ns")
 
 
