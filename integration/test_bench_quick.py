@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from .bench import latpairs
 from .bench.cases import select
 from .bench.resources import leftovers
 
@@ -26,9 +27,10 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[1]
 # Linux bridge and OVS (the references the ratios need), an OVS patch pair, ovslite, a
-# two-bridge patch chain and issue #5's target row (64 ports and 100k MACs,
-# about 20 s in quick mode): every builder and report section.
-ONLY = "linux,ovs,ovs-patch,ovslite,chain-patch-2,ports-64-fdb-100000"
+# two-bridge patch chain, issue #5's target row (64 ports and 100k MACs,
+# about 20 s in quick mode) and the interleaved latency of four topologies up
+# at once: every builder and report section.
+ONLY = "linux,ovs,ovs-patch,ovslite,chain-patch-2,ports-64-fdb-100000,latency-pairs"
 
 
 def test_quick_bench_reports_every_figure_and_cleans_up(tmp_path):
@@ -62,6 +64,11 @@ def test_quick_bench_reports_every_figure_and_cleans_up(tmp_path):
         assert len(made) == 2 and all(os.path.getsize(p) > 0 for p in made), proc.stdout
         # The table shows each figure with its ratios to both references.
         assert "/ linux" in proc.stdout and "/ ovs" in proc.stdout
+        # latency-pairs: every topology and placement (the generic check above covers
+        # them, n/a cross-CPU only on one CPU), its own table, and the targets use it.
+        assert set(latpairs.KEYS) <= set(results[latpairs.NAME]["metrics"])
+        assert "ovslite/ovs" in proc.stdout and "8 patched/ovslite" in proc.stdout
+        assert "RTT p50 <= OVS, unpinned (interleaved)" in proc.stdout
         assert doc["leftovers"] == []
         assert leftovers(doc["run_id"]) == []
     finally:

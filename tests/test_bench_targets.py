@@ -21,7 +21,7 @@ def test_ratios_and_verdicts():
     assert "TCP 1 stream >= 1.2x OVS" in out and "1.30x  met" in out
     assert "0.65x  NOT met" in out  # 13 of Linux's 20
     assert "1.45x  NOT met" in out  # 290k of OVS's 200k
-    assert "RTT p50 <= OVS, unpinned" in out and "0.90x  met" in out
+    assert "RTT p50 <= OVS, unpinned (separate cases)" in out and "0.90x  met" in out
     assert "same CPU" not in out  # not measured in this run: left out, not guessed
     assert "1.88x  NOT met" in out and "the same for OVS (reference)" in out and "1.50x" in out
     assert "83.9 MB  NOT met" in out  # 80 MiB is 83.9 MB
@@ -30,3 +30,23 @@ def test_ratios_and_verdicts():
 def test_nothing_to_judge_prints_nothing():
     assert lines([result("ovslite", tcp1_gbps=13.0)]) == []
     assert lines([{"name": "ovs", "metrics": {}, "error": "boom"}, result("ovslite", rate_fps=1.0)]) == []
+
+
+def test_rtt_targets_prefer_the_interleaved_figures():
+    pairs = result("latency-pairs", ovs_lat_p50_us=100, ovslite_lat_p50_us=80, chain8_lat_p50_us=96,
+                   ovs_lat_same_p50_us=50, ovslite_lat_same_p50_us=60, chain8_lat_same_p50_us=66,
+                   ovs_lat_cross_p50_us=None, ovslite_lat_cross_p50_us=None)
+    out = "\n".join(lines([
+        pairs,
+        result("ovs", lat_p50_us=100, lat_cross_p50_us=100),
+        result("ovslite", lat_p50_us=300, lat_cross_p50_us=90),
+        result("chain-1", lat_p50_us=50), result("chain-patch-8", lat_p50_us=100),
+    ]))
+    assert "RTT p50 <= OVS, unpinned (interleaved)" in out and "0.80x  met" in out
+    assert "RTT p50 <= OVS, same CPU (interleaved)" in out and "1.20x  NOT met" in out
+    assert "3.00x" not in out  # the separate cases' 300 / 100 is not used when interleaved ran
+    # No interleaved cross-CPU figure (one CPU): the separate cases stand in, and say so.
+    assert "RTT p50 <= OVS, cross CPU (separate cases)" in out and "0.90x  met" in out
+    assert "8 patched bridges <= 1.5x one bridge, RTT p50, unpinned (interleaved)" in out
+    assert "1.20x  met" in out and "1.10x  met" in out  # 96/80 and 66/60
+    assert "2.00x" not in out

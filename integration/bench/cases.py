@@ -19,6 +19,14 @@ Through a userspace switch the RTT is mostly the wake-ups between ping and
 the switch, far dearer across CPUs on a VM, so unpinned it follows wherever
 the scheduler put them (30% and more between runs) and only the pinned rows
 give ratios that repeat. The switch gets its own affinity back before TCP.
+
+Last, latency-pairs (group "latency", latpairs.py) takes the latency ratios
+again, interleaved: the RTT through a userspace switch drifts a lot
+over minutes on this VM (p50 53 us, then 212 us a minute later), so a ratio
+between two cases run minutes apart mostly measures the drift. It keeps
+Linux, OVS, ovslite and an 8-bridge ovslite chain up at once and alternates
+blocks of pings between them, so all four share the same minutes; the
+targets take their RTT ratios from it when it ran.
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import measure
+from . import latpairs, measure
 from .resources import CommandError, Resources, run
 from .topo import build
 
@@ -67,6 +75,14 @@ class Settings:
     @property
     def pings(self) -> int:
         return 200 if self.quick else 1000  # at 5 ms: 1 s or 5 s
+
+    @property
+    def pair_rounds(self) -> int:
+        return 2 if self.quick else 5
+
+    @property
+    def pair_pings(self) -> int:
+        return 50 if self.quick else 200  # a block per topology and round
 
 
 Step = Callable[[str], None]
@@ -115,8 +131,8 @@ def _latency(topo, s: Settings, step: Step, m: dict) -> None:
         _placed_latency(topo, s, step, m, "cross", cpus[0], cpus[1])
 
 
-def _single_cpu_na() -> tuple[str, ...]:
-    return CROSS_KEYS if len(measure.usable_cpus()) < 2 else ()
+def _single_cpu_na(cross_keys: tuple[str, ...] = CROSS_KEYS) -> tuple[str, ...]:
+    return cross_keys if len(measure.usable_cpus()) < 2 else ()
 
 
 def _finish(topo, m: dict) -> list[str]:
@@ -249,6 +265,11 @@ def target_case(ports: int, macs: int) -> Case:
                 fn, (*RATE_KEYS, "fdb_entries"), params={"switch": "ovslite", "ports": ports, "macs": macs})
 
 
+def pairs_case() -> Case:
+    return Case(latpairs.NAME, latpairs.GROUP, "interleaved", latpairs.measure_pairs, latpairs.KEYS,
+                _single_cpu_na(latpairs.CROSS_KEYS), {"topologies": list(latpairs.TOPOS)})
+
+
 def all_cases() -> list[Case]:
     cases = [core_case(n) for n in CORE]
     cases += [fdb_case(n) for n in FDB_SIZES]
@@ -256,6 +277,7 @@ def all_cases() -> list[Case]:
     cases.append(chain_case(1, "patch"))
     cases += [chain_case(n, link) for link in ("patch", "veth") for n in CHAIN_LENGTHS if n > 1]
     cases.append(target_case(*TARGET))
+    cases.append(pairs_case())
     return cases
 
 

@@ -89,8 +89,8 @@ def make_pair(res: Resources, role: str) -> tuple[str, str]:
     return a, b
 
 
-def make_idle_ports(res: Resources, count: int) -> list[str]:
-    """`count` veth ports whose far ends sit, up and silent, in one shared 'idle' namespace.
+def make_idle_ports(res: Resources, count: int, prefix: str = "") -> list[str]:
+    """`count` veth ports whose far ends sit, up and silent, in one shared '<prefix>idle' namespace.
 
     One namespace for all of them keeps 62 extra ports cheap to build; an idle
     host sends nothing (IPv6 off, no address), which is all the port-count
@@ -98,10 +98,10 @@ def make_idle_ports(res: Resources, count: int) -> list[str]:
     """
     if count <= 0:
         return []
-    ns = res.add_namespace("idle")
+    ns = res.add_namespace(f"{prefix}idle")
     ports = []
     for i in range(count):
-        port = res.link_name(f"x{i}")
+        port = res.link_name(f"{prefix}x{i}")
         res.add_link(port, ["type", "veth", "peer", "name", f"{port}i", "netns", ns])
         disable_ipv6(port)
         run(["ip", "-n", ns, "link", "set", f"{port}i", "up"])
@@ -109,8 +109,10 @@ def make_idle_ports(res: Resources, count: int) -> list[str]:
     return ports
 
 
-def pair_hosts(res: Resources) -> tuple[Host, Host]:
-    return make_host(res, "h1", 1), make_host(res, "h2", 2)
+def pair_hosts(res: Resources, prefix: str = "") -> tuple[Host, Host]:
+    """h1 and h2; a `prefix` on their roles (hence namespace and link names) lets several
+    topologies stand side by side in one run, each pair in namespaces of its own."""
+    return make_host(res, f"{prefix}h1", 1), make_host(res, f"{prefix}h2", 2)
 
 
 def connectivity(h1: Host, h2: Host, timeout: float = 15.0) -> None:

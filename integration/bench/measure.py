@@ -176,18 +176,29 @@ def percentile(values: list[float], p: float) -> float:
     return s[max(0, math.ceil(p / 100 * len(s)) - 1)]
 
 
+def rtts(h1: Host, h2: Host, count: int, interval: float = 0.005, cpu: int | None = None) -> list[float]:
+    """Round trips in microseconds of the answered ones of `count` pings from h1 to h2, one
+    every `interval` s; ping runs on `cpu` if given. Fewer than half answered is an error."""
+    pin = ("taskset", "-c", str(cpu)) if cpu is not None else ()
+    out = h1.run(*pin, "ping", "-n", "-i", f"{interval:g}", "-c", str(count), "-W", "1", h2.ip,
+                 check=False, timeout=count * interval + 30).stdout
+    values = [float(m) * 1000 for m in _TIME.findall(out)]
+    if len(values) < max(1, count // 2):
+        raise CommandError(f"only {len(values)} of {count} pings answered")
+    return values
+
+
+def summary(values: list[float], sent: int, prefix: str) -> dict:
+    """<prefix>_p50_us, <prefix>_p99_us and <prefix>_loss of `values` answered out of `sent`."""
+    return {f"{prefix}_p50_us": percentile(values, 50), f"{prefix}_p99_us": percentile(values, 99),
+            f"{prefix}_loss": 1 - len(values) / sent}
+
+
 def latency(h1: Host, h2: Host, count: int, interval: float = 0.005, cpu: int | None = None,
             prefix: str = "lat") -> dict:
     """Round-trip p50/p99 in microseconds from `count` pings, one every `interval` s,
     as <prefix>_p50_us, <prefix>_p99_us and <prefix>_loss; ping runs on `cpu` if given."""
-    pin = ("taskset", "-c", str(cpu)) if cpu is not None else ()
-    out = h1.run(*pin, "ping", "-n", "-i", f"{interval:g}", "-c", str(count), "-W", "1", h2.ip,
-                 check=False, timeout=count * interval + 30).stdout
-    rtts = [float(m) * 1000 for m in _TIME.findall(out)]
-    if len(rtts) < max(1, count // 2):
-        raise CommandError(f"only {len(rtts)} of {count} pings answered")
-    return {f"{prefix}_p50_us": percentile(rtts, 50), f"{prefix}_p99_us": percentile(rtts, 99),
-            f"{prefix}_loss": 1 - len(rtts) / count}
+    return summary(rtts(h1, h2, count, interval, cpu), count, prefix)
 
 
 # -- CPU placement ------------------------------------------------------------

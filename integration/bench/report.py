@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 
-from . import targets
+from . import latpairs, targets
 
 METRICS: dict[str, tuple[str, str, float, str]] = {
     # key: (label, unit, scale, format)
@@ -33,6 +33,7 @@ METRICS: dict[str, tuple[str, str, float, str]] = {
     "cpu_util": ("switch CPU in 64 B run", "cores", 1, ".2f"),
     "rss_peak_mib": ("peak RSS", "MiB", 1, ".1f"),
     "fdb_entries": ("fdb entries", "", 1, ",.0f"),
+    **latpairs.metrics(),
 }
 NO_RATIO = {"fdb_entries"}
 REFERENCES = ("linux", "ovs")
@@ -44,7 +45,10 @@ GROUP_TITLES = {
     "scale-ports": "Scaling (ovslite): 64-byte rate vs ports on the bridge",
     "scale-chain": "Scaling (ovslite): latency across a chain of bridges (patch ports vs veth pairs)",
     "scale-target": "Scaling (ovslite): issue #5 target, ports and MACs on one bridge together",
+    latpairs.GROUP: "Latency, interleaved: 4 topologies up at once, ping blocks alternated",
 }
+#: the interleaved table's ratio columns: (label, numerator topology, denominator topology)
+PAIR_RATIOS = (("ovslite/ovs", "ovslite", "ovs"), ("8 patched/ovslite", "chain8", "ovslite"))
 
 
 def fmt_value(key: str, value) -> str:
@@ -93,6 +97,43 @@ def table(results: list[dict], group: str, refs: dict[str, dict]) -> list[str]:
     return lines
 
 
+def _pair_row(m: dict, placement: str, pct: str) -> list[str]:
+    cells = [fmt_value(latpairs.key(t, placement, pct), m.get(latpairs.key(t, placement, pct)))
+             for t in latpairs.TOPOS]
+    for _, num, den in PAIR_RATIOS:
+        r = ratio(m.get(latpairs.key(num, placement, pct)), m.get(latpairs.key(den, placement, pct)))
+        cells.append("n/a" if r is None else f"{r:.2f}x")
+    return cells
+
+
+def pairs_table(results: list[dict], group: str, refs: dict[str, dict]) -> list[str]:
+    """latency-pairs: one case with a figure per topology and placement, so placements are
+    the rows and topologies the columns, with the two ratios the targets judge."""
+    r = next((r for r in results if r["group"] == group), None)
+    if r is None:
+        return []
+    m = r["metrics"]
+    head = [GROUP_TITLES[group]]
+    if m.get("rounds"):
+        head[0] += f" ({m['rounds']} rounds x {m['pings_per_block']} pings per topology)"
+    if r.get("error"):
+        return [*head, "  error (see Errors below)", ""]
+    cols = [label for label, _, _ in latpairs.TOPOS.values()] + [label for label, _, _ in PAIR_RATIOS]
+    widths = [max(len(c), 9) + 2 for c in cols]
+    first = 16
+
+    def row(label: str, cells: list[str]) -> str:
+        return label.ljust(first) + "".join(v.rjust(w) for v, w in zip(cells, widths, strict=True))
+
+    lines = [*head, "", row("RTT, us", cols), "-" * (first + sum(widths))]
+    for placement, where in latpairs.PLACEMENTS.items():
+        lines += [row(f"{pct} {where}", _pair_row(m, placement, pct)) for pct in latpairs.PCTS]
+    return [*lines, ""]
+
+
+RENDERERS = {latpairs.GROUP: pairs_table}
+
+
 def render(doc: dict) -> str:
     results = doc["results"]
     refs = references(results)
@@ -105,9 +146,9 @@ def render(doc: dict) -> str:
         out.append(f"{mach.get('cpus')} CPUs, kernel {mach.get('kernel')}, 1-min load average at start/end: {load}")
     out.append("")
     for group in GROUP_TITLES:
-        out += table(results, group, refs)
+        out += RENDERERS.get(group, table)(results, group, refs)
     out += targets.lines(results)
-    if not refs:
+    if not refs and any(r["group"] not in RENDERERS for r in results):
         out.append("(no Linux bridge or OVS row in this run: no ratios)")
     out.append("Ratios are this figure / the reference's: above 1 is better for TCP and 64 B rate,")
     out.append("worse for latency, CPU and RSS. 64 B = 60-byte frames + FCS; CPU = switch process")

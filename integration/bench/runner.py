@@ -25,7 +25,7 @@ import time
 import traceback
 from pathlib import Path
 
-from . import report
+from . import latpairs, report
 from .cases import Case, Settings, select
 from .progress import Progress
 from .resources import CommandError, Resources, leftovers, run
@@ -83,7 +83,8 @@ def _summary(m: dict) -> str:
         parts.append(f"rtt {m['lat_p50_us']:.0f}/{m['lat_p99_us']:.0f} us")
     if m.get("fdb_entries") is not None:
         parts.append(f"fdb {m['fdb_entries']}")
-    return ", ".join(parts)
+    parts.append(latpairs.progress_summary(m))
+    return ", ".join(p for p in parts if p)
 
 
 def check_figures(case: Case, metrics: dict) -> list[str]:

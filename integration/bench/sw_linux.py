@@ -32,8 +32,8 @@ class LinuxBridge:
         set_up(port)
 
 
-def start(res: Resources, ports: list[str]) -> LinuxBridge:
-    name = res.link_name("lbr")
+def start(res: Resources, ports: list[str], role: str = "lbr") -> LinuxBridge:
+    name = res.link_name(role)
     res.add_link(name, ["type", "bridge", "stp_state", "0"])
     disable_ipv6(name)
     set_up(name)

@@ -11,6 +11,8 @@ database; OVS gets them through ovs-vsctl):
   chain=N, link="veth":  the same, each hop a root-namespace veth pair
   extra_ports=K:         K idle veth ports on br1 (the port-count rows)
   filler=True:           h3 on br1, to source many MACs (the fdb-size rows)
+  prefix="c8":           every role (hosts, bridges, links) prefixed, so several
+                         topologies can stand in one run side by side (latency-pairs)
 
 OVS's own patch and veth pairs (ovs-patch, ovs-veth) are the reference for
 what joining two bridges costs a userspace datapath whose flows already skip
@@ -49,19 +51,19 @@ class Topo:
 
 
 def _bridges(res: Resources, h1: Host, h2: Host, chain: int, link: str,
-                     extra: list[str]) -> dict[str, list[PortSpec]]:
-    names = [res.link_name(f"s{i + 1}") for i in range(chain)]
+             extra: list[str], prefix: str = "") -> dict[str, list[PortSpec]]:
+    names = [res.link_name(f"{prefix}s{i + 1}") for i in range(chain)]
     ports: dict[str, list[PortSpec]] = {n: [] for n in names}
     ports[names[0]].append(PortSpec(h1.port))
     ports[names[0]] += [PortSpec(p) for p in extra]
     for i in range(chain - 1):
         left, right = names[i], names[i + 1]
         if link == "patch":
-            a, b = res.link_name(f"p{i + 1}a"), res.link_name(f"p{i + 1}b")
+            a, b = res.link_name(f"{prefix}p{i + 1}a"), res.link_name(f"{prefix}p{i + 1}b")
             ports[left].append(PortSpec(a, "patch", {"peer": b}))
             ports[right].append(PortSpec(b, "patch", {"peer": a}))
         elif link == "veth":
-            a, b = hosts.make_pair(res, f"v{i + 1}")
+            a, b = hosts.make_pair(res, f"{prefix}v{i + 1}")
             ports[left].append(PortSpec(a))
             ports[right].append(PortSpec(b))
         else:
@@ -71,25 +73,25 @@ def _bridges(res: Resources, h1: Host, h2: Host, chain: int, link: str,
 
 
 def build(res: Resources, kind: str, chain: int = 1, link: str = "patch",
-          extra_ports: int = 0, filler: bool = False) -> Topo:
-    h1, h2 = hosts.pair_hosts(res)
-    h3 = hosts.make_host(res, "h3", 3) if filler else None
-    extra = hosts.make_idle_ports(res, extra_ports)
+          extra_ports: int = 0, filler: bool = False, prefix: str = "") -> Topo:
+    h1, h2 = hosts.pair_hosts(res, prefix)
+    h3 = hosts.make_host(res, f"{prefix}h3", 3) if filler else None
+    extra = hosts.make_idle_ports(res, extra_ports, prefix)
     edge = [h1.port, h2.port] + ([h3.port] if h3 else []) + extra
     workdir = res.tempdir("work")
     if kind == "linux":
         if chain != 1:
             raise ValueError(f"{kind}: only single-bridge topologies are built")
-        switch = sw_linux.start(res, edge)
+        switch = sw_linux.start(res, edge, f"{prefix}lbr")
         bridges = [switch.name]
     elif kind in ("ovs", "ovslite"):
-        spec = _bridges(res, h1, h2, chain, link, extra)
+        spec = _bridges(res, h1, h2, chain, link, extra, prefix)
         if h3 is not None:
             spec[next(iter(spec))].append(PortSpec(h3.port))
         if kind == "ovs":
             switch = sw_ovs.start(res, spec)
         else:
-            switch = sw_ovslite.start(res, spec, {"mac-table-size": MAC_TABLE_SIZE})
+            switch = sw_ovslite.start(res, spec, {"mac-table-size": MAC_TABLE_SIZE}, f"{prefix}ovslite")
         bridges = list(spec)
     else:
         raise ValueError(f"unknown switch kind {kind!r}")
