@@ -152,7 +152,9 @@ def reading(links: dict[str, dict], names: dict[str, str], machine: dict,
         else:
             text = f"Latency: median round trip {lp:.0f} us (patch) vs {lv:.0f} us (veth)"
             if expect is not None:
-                text += (f", {abs(d):.0f} us {'more' if d > 0 else 'less'} on the veth link, where the "
+                diff = (f"{abs(d):.0f} us {'more' if d > 0 else 'less'} on the veth link" if round(d)
+                        else "the same on both links")
+                text += (f", {diff}, where the "
                          f"CPU figures predict about {expect:.0f} us more (a ping crosses the link twice, "
                          f"2 x {cv - cp:.1f} us). At one ping every 5 ms ovslited sleeps between frames, "
                          f"so a round trip is mostly wake-ups and scheduling on the machine's cores, "
