@@ -22,9 +22,11 @@ counts the frames on every patch port crossed.
 
 Limits: at most FLOW_LIMIT flows in all (a full cache is emptied, and busy
 flows come back on their next frame: ~300 bytes a flow, so at most a few MB);
-a frame whose key was cached
-follows the flow even if bytes beyond the key would have changed the slow
-path's decision, which no current bridge feature does.
+a frame whose key was cached follows the flow even if bytes beyond the key
+would have changed the slow path's decision, which no current bridge feature
+does; within one batch, frames that hit go out before the misses are
+forwarded and learned from, so a MAC that moves mid-batch is followed from
+the next batch on (OVS's datapath flows lag their upcalls the same way).
 """
 
 from __future__ import annotations
