@@ -102,7 +102,7 @@ def set_up(in_port, pkt, now: float) -> Flow | None:
             if src.port is port:  # what learn() refreshes (a static entry elsewhere stays)
                 srcs.append(src)
         netdev = out.netdev
-        if getattr(netdev, "deliver_batch", None) is None:
+        if netdev.deliver_batch is None:  # not a patch port: the frame leaves here
             return Flow(out, tuple(hops), tuple(bridges), tuple(entries), tuple(dsts), tuple(srcs), now)
         peer = getattr(netdev, "peer_port", None)
         if peer is None:

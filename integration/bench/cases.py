@@ -206,16 +206,20 @@ def _macs_label(count: int) -> str:
     return f"{count:,}".replace(",000,000", "M").replace(",000", "k")
 
 
+def _filled_rate(topo, macs: int, s: Settings, step: Step) -> tuple[dict, list[str]]:
+    """Fill the fdb with `macs` MACs, then the 64-byte rate, RSS and the fdb's final count."""
+    _fill(topo, macs, step)
+    m: dict = {}
+    _rate(topo, s, step, m)
+    notes = _finish(topo, m)
+    _count_fdb(topo, macs, step, m, notes)
+    return m, notes
+
+
 def fdb_case(count: int) -> Case:
     def fn(res: Resources, s: Settings, step: Step):
         step("building topology")
-        topo = build(res, "ovslite", filler=True)
-        _fill(topo, count, step)
-        m: dict = {}
-        _rate(topo, s, step, m)
-        notes = _finish(topo, m)
-        _count_fdb(topo, count, step, m, notes)
-        return m, notes
+        return _filled_rate(build(res, "ovslite", filler=True), count, s, step)
 
     return Case(f"fdb-{count}", "scale-fdb", f"fdb {_macs_label(count)}", fn, (*RATE_KEYS, "fdb_entries"),
                 params={"switch": "ovslite", "macs": count})
@@ -253,13 +257,7 @@ def target_case(ports: int, macs: int) -> Case:
 
     def fn(res: Resources, s: Settings, step: Step):
         step(f"building topology ({ports} ports)")
-        topo = build(res, "ovslite", extra_ports=ports - 3, filler=True)
-        _fill(topo, macs, step)
-        m: dict = {}
-        _rate(topo, s, step, m)
-        notes = _finish(topo, m)
-        _count_fdb(topo, macs, step, m, notes)
-        return m, notes
+        return _filled_rate(build(res, "ovslite", extra_ports=ports - 3, filler=True), macs, s, step)
 
     return Case(f"ports-{ports}-fdb-{macs}", "scale-target", f"{ports} ports + {_macs_label(macs)}",
                 fn, (*RATE_KEYS, "fdb_entries"), params={"switch": "ovslite", "ports": ports, "macs": macs})
