@@ -13,6 +13,18 @@ per (ingress port, VLAN) and cached until the configuration or a port's state
 changes: broadcast, multicast and unknown unicast each get their own list, so
 the flood flags, isolation and VLAN membership cost nothing per frame. The
 learning probe is skipped when a frame has the source of the one before it.
+
+Frames the Linux bridge drops in br_handle_frame are dropped, never learned,
+and counted by reason: a source that is all zeros ("zero-source") or a group
+address ("multicast-source"); the bridge's own address (an internal port's
+MAC, `Port.local_mac`) as the source of a frame from any other port
+("own-source": the bridge's own MACs are never learned elsewhere, as the
+kernel's local fdb entries); a tag of VLAN 4095, which 802.1Q reserves
+("reserved-vlan"). These cost one test per new source (its first byte and a
+set probe) and one compare per tagged frame. Frames to the reserved group
+addresses 01:80:C2:00:00:00-0F (STP, PAUSE, LACP, 802.1X, LLDP) are not
+flooded but dropped ("reserved-group") unless `forward_bpdu` is set (OVS's
+forward-bpdu); their source is learned, as the Linux bridge does.
 """
 
 from __future__ import annotations
@@ -24,7 +36,17 @@ from .mactable import DEFAULT_AGING, DEFAULT_SIZE, MacTable
 from .vnet import MIN_PACKET_LEN
 
 BROADCAST = b"\xff" * 6
+ZERO_MAC = bytes(6)
 DEFAULT_VLAN = 0  # untagged frames on a trunk port
+#: VID 4095: reserved by 802.1Q, never a VLAN (0 is a priority tag: the port's own VLAN)
+RESERVED_VID = 0xFFF
+#: 802.1D's reserved group addresses are 01:80:C2:00:00:00 to 01:80:C2:00:00:0F
+RESERVED_GROUP_PREFIX = b"\x01\x80\xc2\x00\x00"
+
+
+def is_reserved_group(mac) -> bool:
+    """Whether `mac` is one of 802.1D's reserved group addresses (link-local: STP, LLDP...)."""
+    return mac[5] < 0x10 and mac[:5] == RESERVED_GROUP_PREFIX
 
 
 @dataclass(eq=False)
@@ -81,7 +103,7 @@ class Port:
     __slots__ = ("name", "type", "netdev", "number", "up", "reason", "link_up", "link_reason",
                  "stats", "bridge", "settings", "mode", "tag", "trunks", "untagged_vlan",
                  "tagged_ok", "learning", "flood", "mcast_flood", "bcast_flood", "isolated",
-                 "admin_up", "storm", "max_len")
+                 "admin_up", "storm", "max_len", "local_mac")
 
     def __init__(self, name: str, type: str = "system", netdev=None, number: int = 0):
         self.name = name
@@ -94,6 +116,8 @@ class Port:
         self.link_reason = "not open"
         self.stats = PortStats()
         self.bridge: Bridge | None = None
+        #: the MAC of the host's own interface behind this port (an internal port), or None
+        self.local_mac: bytes | None = None
         self.configure({})
 
     def configure(self, settings: dict) -> None:
@@ -169,6 +193,23 @@ class Bridge:
         self._next_number = 1
         #: bumped whenever ports, their settings or their states change (flow cache)
         self.version = 0
+        self._forward_bpdu = False
+        #: the bridge's own MACs -> the port each belongs to (see set_local_mac)
+        self.local_macs: dict[bytes, Port] = {}
+        #: sources that need a closer look (source_drop): all zeros and the bridge's own MACs
+        self._source_guard = frozenset((ZERO_MAC,))
+
+    @property
+    def forward_bpdu(self) -> bool:
+        """Flood frames to the reserved group addresses instead of dropping them."""
+        return self._forward_bpdu
+
+    @forward_bpdu.setter
+    def forward_bpdu(self, on: bool) -> None:
+        on = bool(on)
+        if on != self._forward_bpdu:
+            self._forward_bpdu = on
+            self.changed()
 
     # -- configuration ------------------------------------------------------
     def add_port(self, port: Port) -> Port:
@@ -185,8 +226,47 @@ class Bridge:
         port = self.ports.pop(name)
         self.macs.drop_port(port)
         port.bridge = None
+        if port.local_mac is not None:
+            port.local_mac = None
+            self._local_macs_changed()
         self.changed()
         return port
+
+    def set_local_mac(self, port: Port, mac: bytes | None) -> None:
+        """`port`'s host-side interface has address `mac` (None: none, or not known).
+
+        The bridge's own address: frames with it as source from any other port
+        are dropped, and what was learned of it elsewhere is forgotten.
+        """
+        mac = bytes(mac) if mac is not None else None
+        if mac == port.local_mac:
+            return
+        port.local_mac = mac
+        self._local_macs_changed()
+        if mac is not None:
+            macs = self.macs
+            for vlan in list(macs.vlans):
+                entry = macs.get(vlan, mac)
+                if entry is not None and entry.port is not port and not entry.static:
+                    macs.delete(vlan, mac)
+        self.changed()
+
+    def _local_macs_changed(self) -> None:
+        self.local_macs = {p.local_mac: p for p in self.ports.values() if p.local_mac is not None}
+        self._source_guard = frozenset((ZERO_MAC, *self.local_macs))
+
+    def source_drop(self, in_port: Port, src) -> str | None:
+        """The drop reason of a frame from `in_port` with source MAC `src`, or None if
+        the source is fine. `forward` asks only when `src` is a group address or
+        in `_source_guard`."""
+        if src[0] & 1:
+            return "multicast-source"
+        if src == ZERO_MAC:
+            return "zero-source"
+        owner = self.local_macs.get(src)
+        if owner is not None and owner is not in_port:
+            return "own-source"
+        return None
 
     def configure_port(self, port: Port, settings: dict) -> None:
         """New switching settings for `port`; what it learned may no longer hold."""
@@ -228,6 +308,8 @@ class Bridge:
             if len(pkt) < MIN_PACKET_LEN + 4:
                 return None, True, 0  # a tag cut short: dropped, never read past the end
             vid = (pkt[24] & 0x0F) << 8 | pkt[25]
+            if vid == RESERVED_VID:
+                return None, True, vid
             if vid:
                 ok = in_port.tagged_ok
                 return (vid if ok is None or vid in ok else None), True, vid
@@ -245,6 +327,9 @@ class Bridge:
         """
         if not in_port.up or len(pkt) < MIN_PACKET_LEN + 4 or pkt[10] & 1:
             return None
+        src_mac = pkt[16:22]
+        if (src_mac[0] & 1 or src_mac in self._source_guard) and self.source_drop(in_port, src_mac):
+            return None
         vlan, has_tag, vid = self.ingress_vlan(in_port, pkt)
         table = self.macs.vlans.get(vlan) if vlan is not None else None
         if table is None:
@@ -256,8 +341,8 @@ class Bridge:
         if tagged is None or not ((has_tag and vid == vlan) if tagged else not has_tag):
             return None  # filtered, or re-tagged on the way out
         src = None
-        if in_port.learning and not pkt[16] & 1:
-            src = table.get(pkt[16:22])
+        if in_port.learning:
+            src = table.get(src_mac)
             if src is None:
                 return None  # not learned (a table full of static entries): learn on
             if src.port is not in_port and not src.static:
@@ -278,9 +363,10 @@ class Bridge:
         storm = in_port.storm
         untagged_vlan = in_port.untagged_vlan
         tagged_ok = in_port.tagged_ok
+        source_guard = self._source_guard
         cur_vlan = reach = table = None
         last_src = last_vlan = None
-        runts = vlan_drops = storm_drops = unreachable = 0
+        runts = vlan_drops = reserved_vlan = reserved_group = storm_drops = unreachable = 0
         for pkt in packets:
             if len(pkt) < MIN_PACKET_LEN:
                 runts += 1
@@ -294,6 +380,9 @@ class Bridge:
                 vid = (pkt[24] & 0x0F) << 8 | pkt[25]
                 if not vid:
                     vlan = untagged_vlan
+                elif vid == RESERVED_VID:
+                    reserved_vlan += 1
+                    continue
                 elif tagged_ok is None or vid in tagged_ok:
                     vlan = vid
                 else:
@@ -313,13 +402,25 @@ class Bridge:
                     table = macs.table(vlan)
                 cur_vlan = vlan
             src = pkt[16:22]
-            if learning and (src != last_src or vlan != last_vlan):
+            if src != last_src or vlan != last_vlan:
+                if src[0] & 1 or src in source_guard:
+                    reason = self.source_drop(in_port, src)
+                    if reason is not None:
+                        in_port.stats.drop(reason)
+                        continue
                 last_src, last_vlan = src, vlan
-                if not src[0] & 1:  # never learn a group address
+                if learning:
                     macs.learn(vlan, src, in_port, now)
             dst = pkt[10:16]
             if dst[0] & 1:
-                targets = reach.broadcast if dst == BROADCAST else reach.multicast
+                if dst == BROADCAST:
+                    targets = reach.broadcast
+                elif dst[5] < 0x10 and dst[:5] == RESERVED_GROUP_PREFIX and not self._forward_bpdu:
+                    # is_reserved_group(), inlined; issue #14's STP takes its BPDUs here
+                    reserved_group += 1
+                    continue
+                else:
+                    targets = reach.multicast
             else:
                 entry = table.get(dst)
                 if entry is not None and (entry.static or now - entry.used <= aging):
@@ -350,6 +451,10 @@ class Bridge:
             stats.drop("runt", runts)
         if vlan_drops:
             stats.drop("vlan", vlan_drops)
+        if reserved_vlan:
+            stats.drop("reserved-vlan", reserved_vlan)
+        if reserved_group:
+            stats.drop("reserved-group", reserved_group)
         if storm_drops:
             stats.drop("storm-control", storm_drops)
         if unreachable:

@@ -377,6 +377,7 @@ class Switch:
 
     def set_state(self, port: Port, link_up: bool, reason: str = "") -> None:
         """The port's link went up or down; admin state is applied by the bridge."""
+        port.bridge.set_local_mac(port, port.netdev.local_mac())  # it may have changed too
         if port.bridge.set_port_state(port, link_up, reason):
             state = "up" if port.up else "down"
             log.info("port state", bridge=port.bridge.name, port=port.name, state=state,

@@ -37,7 +37,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from . import vnet
-from .bridge import BROADCAST, Bridge, Port
+from .bridge import BROADCAST, RESERVED_VID, Bridge, Port, is_reserved_group
 from .datapath import MAX_DEPTH
 from .vnet import MIN_PACKET_LEN, format_mac, parse_mac
 
@@ -48,6 +48,12 @@ DEFAULT_DL_TYPE = 0x0800
 MIN_FRAME = 60
 #: a trace stops (and says so) after this many steps
 MAX_STEPS = 1000
+#: Bridge.source_drop's reasons, said in words
+SOURCE_DROPS = {"multicast-source": "a group address", "zero-source": "all zeros",
+                "own-source": "the bridge's own address"}
+#: what uses the reserved group addresses (802.1D table 7-10; others are reserved)
+LINK_LOCAL = {0x00: "STP", 0x01: "PAUSE", 0x02: "LACP, slow protocols", 0x03: "802.1X",
+              0x0E: "LLDP"}
 
 # Step kinds, in the order one bridge visit produces them.
 KINDS = ("flow", "bridge", "ingress", "vlan", "learn", "lookup", "storm", "flood",
@@ -71,13 +77,18 @@ class Flow:
                 f"dl_dst={format_mac(self.dl_dst)}{vlan},dl_type={self.dl_type:#06x}")
 
 
+def link_local_name(mac: bytes) -> str:
+    return LINK_LOCAL.get(mac[5], "reserved")
+
+
 def parse_vlan(text) -> int:
+    """A VID for a tag: 0-4095 (4095 is reserved, so a trace can show it dropped)."""
     try:
         vid = int(str(text), 0)
     except ValueError:
         raise ValueError(f"dl_vlan: {text!r} is not a VLAN number") from None
-    if not 0 <= vid <= 4094:
-        raise ValueError(f"dl_vlan: VLAN {vid} is out of range (0-4094)")
+    if not 0 <= vid <= RESERVED_VID:
+        raise ValueError(f"dl_vlan: VLAN {vid} is out of range (0-{RESERVED_VID})")
     return vid
 
 
@@ -379,7 +390,11 @@ class Tracer:
         vlan, has_tag, vid = br.ingress_vlan(port, pkt)
         if vlan is None:
             role = vlan_role(port)
-            if has_tag and vid:
+            if vid == RESERVED_VID:
+                self._step("vlan", br, port, f"tagged frame, VID {vid}: reserved by 802.1Q, "
+                           "never a VLAN", depth)
+                why = f"VLAN {vid} is reserved (counted as reserved-vlan)"
+            elif has_tag and vid:
                 self._step("vlan", br, port, f"tagged frame, VID {vid}: not accepted ({role})",
                            depth)
                 why = f"VLAN {vid} not carried by port {port.name} ({role})"
@@ -393,10 +408,28 @@ class Tracer:
         self._step("vlan", br, port, self._ingress_vlan_text(port, vlan, has_tag, vid), depth)
         reach = br.reach(port, vlan)
         src, dst = bytes(pkt[vnet.ETH_SRC]), bytes(pkt[vnet.ETH_DST])
+        bad_source = br.source_drop(port, src)
+        if bad_source is not None:
+            why = SOURCE_DROPS[bad_source]
+            if bad_source == "own-source":
+                why += f" (of port {br.local_macs[src].name})"
+            self._step("learn", br, port, f"{format_mac(src)} is {why}: never learned", depth)
+            self._drop(br, port, f"source {format_mac(src)} is {why} "
+                       f"(counted as {bad_source})", depth)
+            return
         self._learn(br, port, vlan, src, depth)
 
         # The lookup, as Bridge.forward does it (after learning).
-        if dst[0] & 1:
+        if is_reserved_group(dst):
+            what = f"{format_mac(dst)} is a reserved group address ({link_local_name(dst)})"
+            if not br.forward_bpdu:
+                self._step("lookup", br, port, f"{what}: not forwarded (forward-bpdu off)", depth)
+                self._drop(br, port, f"{what}, not forwarded without forward-bpdu "
+                           "(counted as reserved-group)", depth)
+                return
+            self._step("lookup", br, port, f"{what}: flood as multicast (forward-bpdu on)", depth)
+            kind, targets = "multicast", reach.multicast
+        elif dst[0] & 1:
             kind = "broadcast" if dst == BROADCAST else "multicast"
             targets = reach.broadcast if kind == "broadcast" else reach.multicast
             self._step("lookup", br, port, f"{format_mac(dst)} is a {kind} address: flood", depth)
@@ -525,9 +558,6 @@ class Tracer:
         mac = format_mac(src)
         if not port.learning:
             self._step("learn", br, port, f"learning off on {port.name}: {mac} not learned", depth)
-            return
-        if src[0] & 1:
-            self._step("learn", br, port, f"{mac} is a group address: never learned", depth)
             return
         entry = self._entry(br, vlan, src)
         now = self.now
@@ -659,8 +689,8 @@ def flow_from_request(values: dict) -> tuple[str, Flow, bool]:
     try:
         src, dst = parse_mac(values["dl_src"]), parse_mac(values["dl_dst"])
         vlan = values.get("vlan")
-        if vlan is not None and not 0 <= vlan <= 4094:
-            raise ValueError(f"dl_vlan: VLAN {vlan} is out of range (0-4094)")
+        if vlan is not None and not 0 <= vlan <= RESERVED_VID:
+            raise ValueError(f"dl_vlan: VLAN {vlan} is out of range (0-{RESERVED_VID})")
         dl_type = check_dl_type(values.get("dl_type", DEFAULT_DL_TYPE))
     except ValueError as exc:
         raise SwitchError(errno.EINVAL, str(exc)) from None

@@ -121,7 +121,7 @@ def test_parse_flow_forms_and_errors():
         ("in_port=p1", "dl_src=" + A): "missing field dl_dst=",
         ("in_port=p1", "dl_src=zz", "dl_dst=" + B): "dl_src: invalid MAC address 'zz'",
         ("in_port=p1", "dl_src=" + A, "dl_dst=1:2:3"): "dl_dst: invalid MAC address",
-        ("in_port=p1", "dl_src=" + A, "dl_dst=" + B, "dl_vlan=4095"): "VLAN 4095 is out of range",
+        ("in_port=p1", "dl_src=" + A, "dl_dst=" + B, "dl_vlan=4096"): "VLAN 4096 is out of range",
         ("in_port=p1", "dl_src=" + A, "dl_dst=" + B, "dl_vlan=ten"): "not a VLAN number",
         ("in_port=p1", "dl_src=" + A, "dl_dst=" + B, "dl_type=ip"): "dl_type: 'ip' is not a number",
         ("in_port=p1", "dl_src=" + A, "dl_dst=" + B, "dl_type=0x8100"): "use dl_vlan",
@@ -541,7 +541,7 @@ def test_trace_switch_refusals(sw):
     with pytest.raises(SwitchError) as exc:
         strace(sw, "br0", "p9", A, B)
     assert exc.value.errno == errno.ENOENT and str(exc.value) == "no port named p9 on bridge br0"
-    for values, text in (({"vlan": 4095}, "out of range"), ({"dl_src": "zz"}, "invalid MAC"),
+    for values, text in (({"vlan": 4096}, "out of range"), ({"dl_src": "zz"}, "invalid MAC"),
                          ({"dl_type": 0x8100}, "use dl_vlan")):
         req = {"bridge": "br0", "port": "p1", "dl_src": A, "dl_dst": B, **values}
         with pytest.raises(SwitchError) as exc:
@@ -633,7 +633,7 @@ def test_protocol_refuses_bad_values_and_missing_attributes(daemon):
     with Client(daemon.path, 5).connect() as c:
         base = {"bridge": "br0", "port": "p1", "dl_src": A, "dl_dst": B}
         with pytest.raises(DaemonError) as exc:
-            c.request(Cmd.TRACE, {**base, "vlan": 4095}, dump=True)
+            c.request(Cmd.TRACE, {**base, "vlan": 4096}, dump=True)
         assert exc.value.errno == errno.EINVAL and "out of range" in str(exc.value)
         with pytest.raises(DaemonError) as exc:
             c.request(Cmd.TRACE, {"bridge": "br0", "port": "p1", "dl_src": A}, dump=True)

@@ -161,6 +161,16 @@ class Netdev:
         """The device in the daemon's namespace whose link state this port follows."""
         return None
 
+    def local_mac(self) -> bytes | None:
+        """The MAC of the host's own interface behind this port, or None.
+
+        Only a port that is the host's interface on the bridge (an internal port
+        in the daemon's namespace) has one: it is the bridge's own address, which
+        the bridge never learns from another port. May read the device (an
+        ioctl): called on configuration and link changes, never per frame.
+        """
+        return None
+
     def drops(self) -> dict[str, int]:
         """Frames this provider dropped before the bridge saw them, by reason
         (counted with the port's rx drops)."""

@@ -25,6 +25,7 @@ made with) once it has read the backlog.
 
 from __future__ import annotations
 
+import fcntl
 import ipaddress
 import os
 import socket
@@ -49,6 +50,9 @@ from .tundev import (
 
 log = structlog.get_logger("ovslite.netdev")
 
+SIOCGIFHWADDR = 0x8927  # on a TAP fd: its own device's address (no name needed)
+IFREQ_LEN = 40
+IFR_HWADDR = slice(18, 24)  # struct ifreq: name[16], sa_family, sa_data
 #: a TAP's txqueuelen, set when the port is made (kernels differ: 500 or 1000)
 DEFAULT_TXQLEN = 1000
 #: its length during a planned restart (under 1 MB of pointers; the frames
@@ -197,6 +201,17 @@ class InternalNetdev(TapIO, Netdev):
     def kernel_device(self) -> str | None:
         # In a container's namespace its state is not watched: it was set up there.
         return None if "netns" in self.settings else self.name
+
+    def local_mac(self) -> bytes | None:
+        # The host's port on the bridge: its address is the bridge's own. A container
+        # NIC is a host behind the bridge, and a MAC changed in there could not be followed.
+        if self.fd is None or self.kernel_device() is None:
+            return None
+        try:
+            ifr = fcntl.ioctl(self.fd, SIOCGIFHWADDR, bytes(IFREQ_LEN))
+        except OSError:
+            return None
+        return ifr[IFR_HWADDR]
 
     def info(self) -> dict[str, str]:
         info: dict[str, str] = {}
