@@ -9,6 +9,7 @@ import asyncio
 import errno
 import tempfile
 import threading
+import zlib
 
 import uvloop
 from click.testing import CliRunner
@@ -61,7 +62,17 @@ class FakeNetdev(Netdev):
 
 
 class FakeInternal(FakeNetdev):
-    type = "internal"  # stands in for the bridge-local port, which would create a TAP
+    """Stands in for the bridge-local port, which would create a TAP; `mac` is what
+    local_mac() reports (a test changes it as `ip link set address` would)."""
+
+    type = "internal"
+
+    def __init__(self, name, options=None):
+        super().__init__(name, options)
+        self.mac: bytes | None = b"\x02\xbb" + zlib.crc32(name.encode()).to_bytes(4, "big")
+
+    def local_mac(self):
+        return self.mac
 
 
 if TYPE not in netdev_types():
