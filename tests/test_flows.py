@@ -1,7 +1,9 @@
 """The datapath's flow cache (ovslite.flows) against the slow path it stands in for.
 
 The model test runs the same random life (frames, MAC moves, aging, a small
-table that evicts, port settings, static entries, flushes) through two
+table that evicts, port settings, static entries, flushes; frames the bridge
+must drop: zero, multicast and own-address sources, VLAN 4095, reserved group
+addresses, with forward_bpdu toggled and internal MACs changed) through two
 switches: one receives with `Datapath.receive` (flows), the other with
 `Datapath.input` alone. Frames come one per batch, so the two must agree
 exactly: on every frame sent, every counter and every MAC table entry.
@@ -24,6 +26,11 @@ from ovslite.vnet import ethernet, push_tag
 
 MACS = [bytes.fromhex(f"0200000000{i:02x}") for i in range(1, 7)]
 BCAST = b"\xff" * 6
+#: frames the bridges drop (or flood, for LLDP with forward_bpdu) and never learn from
+BAD_SOURCES = [bytes(6), bytes.fromhex("01005e000001"), BCAST]
+LLDP = bytes.fromhex("0180c200000e")
+INTERNAL = ["br0", "br1", "br2"]
+HOME_MAC = {b: bytes.fromhex(f"02bb000000{i:02x}") for i, b in enumerate(INTERNAL)}
 EDGE = ["e0", "e1", "e2", "e3", "e4"]
 HOME = {mac: EDGE[i % len(EDGE)] for i, mac in enumerate(MACS)}
 DEFAULTS = {"tag": "", "trunks": "", "admin": "up", "mtu": "", "learning": "on"}
@@ -40,6 +47,9 @@ class World:
         self.sw.load()
         for bridge, ports in spec.items():
             self.sw.add_bridge(bridge)
+            internal = self.sw.ports[bridge]
+            internal.netdev.mac = HOME_MAC.get(bridge, internal.netdev.mac)
+            self.sw.set_state(internal, True)
             for p in ports:
                 if isinstance(p, tuple):
                     self.sw.add_port(bridge, p[0], "patch", {"peer": p[1]})
@@ -97,9 +107,23 @@ def random_op(rng: random.Random, w: tuple[World, World], traffic_only: bool = F
         port = HOME[src] if rng.random() < 0.95 else rng.choice(EDGE)
         dst = rng.choice(MACS + [BCAST])
         vlan = rng.choice([None] * 8 + [10, 20])
+        odd = rng.random()
+        if odd < 0.08:  # one field of the frame made odd: what the bridges must drop, mostly
+            own = [cached.port(b).netdev.mac for b in INTERNAL]  # alike in both worlds
+            i = rng.randrange(len(INTERNAL))
+            if odd < 0.03:  # a bridge's own host, or a spoof of it
+                src, port = own[i], rng.choice([INTERNAL[i], *EDGE])
+            elif odd < 0.04:
+                src = rng.choice(BAD_SOURCES)
+            elif odd < 0.06:
+                dst = rng.choice([own[i], LLDP])
+            else:
+                vlan = rng.choice([0, 4095])
         pkt = frame(dst, src, vlan, rng.choice([46, 46, 46, 200, 1]))
-        cached.dp.receive(cached.port(port), [pkt])
-        reference.dp.input(reference.port(port), [pkt], 0)
+        # An odd frame comes twice: a flow the first wrongly set up, the second would hit.
+        for _ in range(2 if odd < 0.08 else 1):
+            cached.dp.receive(cached.port(port), [pkt])
+            reference.dp.input(reference.port(port), [pkt], 0)
         return
     if roll < 0.96:
         step = rng.choice([0.5, 1.0, 3.0, 6.0])
@@ -115,9 +139,12 @@ def random_op(rng: random.Random, w: tuple[World, World], traffic_only: bool = F
         ("set", {"trunks": ""}), ("set", {"admin": "down"}), ("set", {"admin": "up"}),
         ("set", {"learning": "off"}), ("set", {"learning": "on"}), ("set", {"mtu": "1000"}),
         ("set", {"mtu": ""}), ("fdb-add", None), ("fdb-del", None), ("flush", None),
+        ("forward-bpdu", None), ("local-mac", None),
         *[("set", DEFAULTS)] * 6,  # mostly back to plain ports, so flows get set up and hit
     ])
     mac = rng.choice(MACS)
+    # an internal port's new address: mostly a fresh one, sometimes a host's
+    local = rng.choice([bytes.fromhex("02bb000000ff"), mac]) if change[0] == "local-mac" else None
     for x in w:
         sw = x.sw
         owner = sw.ports[port].bridge.name
@@ -128,6 +155,13 @@ def random_op(rng: random.Random, w: tuple[World, World], traffic_only: bool = F
                 pass
         elif change[0] == "fdb-add":
             sw.fdb_add(owner, mac, port)
+        elif change[0] == "forward-bpdu":
+            br = sw.bridges[owner]
+            br.forward_bpdu = not br.forward_bpdu
+        elif change[0] == "local-mac":  # `ip link set dev brN address ...`, then its link event
+            internal = sw.ports[owner]
+            internal.netdev.mac = local if internal.netdev.mac != local else HOME_MAC[owner]
+            sw.set_state(internal, True)
         elif change[0] == "fdb-del":
             entry = sw.bridges[owner].macs.entries.get((0, mac))
             if entry is not None:
@@ -149,6 +183,11 @@ def test_flows_agree_with_the_slow_path(worlds, seed):
     for x in worlds:  # then plain ports and only traffic and time, where flows live long
         for port in EDGE + ["pa0", "pb1"]:
             x.sw.set_port(port, DEFAULTS)
+        for br in ("br0", "br1", "br2"):  # room for every host (each bridge's own too)
+            x.sw.set_bridge(br, {"mac-table-size": "16"})
+        for b in INTERNAL:
+            x.port(b).netdev.mac = HOME_MAC[b]
+            x.sw.set_state(x.port(b), True)
     for i in range(400):
         random_op(rng, worlds, traffic_only=True)
         assert cached.state() == reference.state(), f"seed {seed}: differs after step {1500 + i}"
