@@ -6,7 +6,8 @@ too; tests/test_flows.py's model test sends such frames among the rest.
 """
 
 import pytest
-from helpers import BCAST, MCAST, A, B, C, make_bridge
+import structlog
+from helpers import BCAST, MCAST, TYPE, A, B, C, CtlRunner, make_bridge
 
 from ovslite import portconfig
 from ovslite.bridge import Bridge, Port, is_reserved_group
@@ -251,3 +252,42 @@ def test_vlan_4095_never_gets_a_flow():
         dp.receive(p1, [pkt(B, A, vlan=4095)])
     assert p2.netdev.sent == [] and len(dp.flows) == 0
     assert p1.stats.drops == {"reserved-vlan": 3}
+
+
+# -- the switch: the internal port's MAC, dump-ports -------------------------------------------
+
+
+@pytest.fixture
+def ctl(daemon):
+    with structlog.testing.capture_logs():  # keep the daemon's log out of the CLI's output
+        yield CtlRunner(daemon)
+
+
+def test_dump_ports_counts_each_reason_and_the_internal_mac_is_the_bridges(ctl, daemon):
+    ctl("add-br", "br0")
+    ctl("add-port", "br0", "p1", "--type", TYPE)
+    sw = daemon.switch
+    own = sw.ports["br0"].netdev.mac  # what local_mac() reports, read when the port was added
+    frames = [pkt(BCAST, ZERO), pkt(BCAST, MCAST), pkt(BCAST, own), pkt(B, A, vlan=4095),
+              pkt(LLDP, A), pkt(BCAST, A)]
+    ctl.call(lambda: daemon.datapath.receive(sw.ports["p1"], frames))
+    assert sw.ports["br0"].netdev.sent == [frames[-1]]
+    assert ctl("dump-ports", "br0").stdout.splitlines()[-1] == (
+        "               drops: multicast-source=1, own-source=1, reserved-group=1, "
+        "reserved-vlan=1, zero-source=1")
+    assert ctl("fdb-show", "br0").stdout.count("\n") == 2  # a header and A, nothing else
+
+    # `ip link set dev br0 address ...`: the link event makes the switch read it again
+    new = bytes.fromhex("02bb000000aa")
+
+    def change_address():
+        netdev = sw.ports["br0"].netdev
+        netdev.kernel_device = lambda: "br0"  # as the real one's, so the event is its
+        netdev.mac = new
+        sw.link_event("br0", 0, 0x10001, False)  # IFF_UP | IFF_LOWER_UP
+
+    ctl.call(change_address)
+    assert sw.bridge("br0").local_macs == {new: sw.ports["br0"]}
+    ctl.call(lambda: daemon.datapath.receive(sw.ports["p1"], [pkt(BCAST, new), pkt(BCAST, own)]))
+    assert sw.ports["br0"].netdev.sent[-1] == pkt(BCAST, own)
+    assert sw.ports["p1"].stats.drops["own-source"] == 2

@@ -350,8 +350,12 @@ FLAGS = ["learning", "flood", "mcast-flood", "bcast-flood", "isolated"]
 def test_trace_agrees_with_forward_on_random_bridges():
     rng = random.Random(42)
     macs = [A, B, C, X, BCAST, MCAST]
-    for _ in range(400):
+    odd = ["00:00:00:00:00:00", "02:bb:00:00:00:01", "01:80:c2:00:00:0e", "01:80:c2:00:00:00"]
+    for _ in range(600):
         br, ports = make_bridge(rng.randint(2, 5))
+        if rng.random() < 0.3:  # a port that is the bridge's own host
+            br.set_local_mac(rng.choice(ports), bytes.fromhex("02bb00000001"))
+        br.forward_bpdu = rng.random() < 0.3
         for p in ports:
             s = dict(rng.choice(SETTINGS))
             for flag in FLAGS:
@@ -372,8 +376,8 @@ def test_trace_agrees_with_forward_on_random_bridges():
             br.macs.add_static(rng.choice((0, 10, 20)), bytes.fromhex("0200000000ee"),
                                rng.choice(ports), 0.0)
         in_port = rng.choice(ports)
-        src, dst = rng.choice(macs), rng.choice(macs + ["02:00:00:00:00:ee"])
-        vlan = rng.choice((None, None, 0, 10, 20, 30))
+        src, dst = rng.choice(macs + odd[:2]), rng.choice(macs + odd + ["02:00:00:00:00:ee"])
+        vlan = rng.choice((None, None, 0, 10, 20, 30, 4095))
         f = flow(in_port.name, src, dst, vlan)
         pkt = tr.build_packet(f)
         before = state([br])
@@ -384,6 +388,53 @@ def test_trace_agrees_with_forward_on_random_bridges():
         assert {p.name: form_of(b[0]) for p, b in got.items()} == want, \
             "\n".join(render_text(t.as_dict()))
         assert list(want) == [p.name for p in got]  # same order, too
+        for reason in set(in_port.stats.drops) & BAD_FRAME_DROPS:  # the counter trace names
+            assert f"counted as {reason}" in t.drop_reason, t.drop_reason
+
+
+# -- frames the bridge drops before any lookup ------------------------------------------------
+
+BAD_FRAME_DROPS = {"zero-source", "multicast-source", "own-source", "reserved-vlan",
+                   "reserved-group"}
+
+
+@pytest.mark.parametrize(("src", "dst", "vlan", "reason"), [
+    ("00:00:00:00:00:00", BCAST, None,
+     "source 00:00:00:00:00:00 is all zeros (counted as zero-source)"),
+    (MCAST, B, None, f"source {MCAST} is a group address (counted as multicast-source)"),
+    ("02:bb:00:00:00:01", B, 10, "source 02:bb:00:00:00:01 is the bridge's own address "
+     "(of port p3) (counted as own-source)"),
+    (A, B, 4095, "VLAN 4095 is reserved (counted as reserved-vlan)"),
+    (A, "01:80:c2:00:00:0e", None, "01:80:c2:00:00:0e is a reserved group address (LLDP), "
+     "not forwarded without forward-bpdu (counted as reserved-group)"),
+    (A, "01:80:c2:00:00:00", 10, "01:80:c2:00:00:00 is a reserved group address (STP), "
+     "not forwarded without forward-bpdu (counted as reserved-group)"),
+])
+def test_trace_says_why_a_bad_frame_is_dropped(src, dst, vlan, reason):
+    br, (p1, p2, p3) = make_bridge()
+    br.set_local_mac(p3, bytes.fromhex("02bb00000001"))
+    learn(p2, B)
+    t = run(p1, src, dst, vlan)
+    assert t.outputs == [] and t.drop_reason == reason
+    br.forward(p1, [tr.build_packet(flow("p1", src, dst, vlan))], NOW)
+    assert set(p1.stats.drops) == {reason.rsplit(" ", 1)[1].rstrip(")")}
+
+
+def test_trace_floods_reserved_groups_with_forward_bpdu():
+    br, (p1, p2, p3) = make_bridge()
+    br.forward_bpdu = True
+    t = run(p1, A, "01:80:c2:00:00:02")
+    assert kinds(t, "lookup") == ["01:80:c2:00:00:02 is a reserved group address (LACP, slow "
+                                  "protocols): flood as multicast (forward-bpdu on)"]
+    assert names(t) == ["p2", "p3"]
+
+
+def test_trace_of_the_bridges_own_host_is_ordinary():
+    br, (p1, p2, p3) = make_bridge()
+    br.set_local_mac(p3, bytes.fromhex("02bb00000001"))
+    t = run(p3, "02:bb:00:00:00:01", BCAST)
+    assert names(t) == ["p1", "p2"]
+    assert kinds(t, "learn") == ["would learn 02:bb:00:00:00:01 on p3 in VLAN 0"]
 
 
 # -- a Switch: patch ports, loops, --generate ----------------------------------------------
