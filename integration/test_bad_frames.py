@@ -142,7 +142,8 @@ def test_zero_and_multicast_sources_and_vlan_4095_are_dropped_and_counted(daemon
     marker = frame(BCAST, mac_hex(h1.mac), payload=b"marker")
     seen = first_seen(daemon, h1, h2, bad, marker, f"ether proto 0x{EXPERIMENTAL} or vlan")
     assert h1.mac in seen.lower() and "vlan" not in seen.lower(), \
-        f"a bad frame reached h2 before the marker: {seen}"
+        f"a bad frame reached h2 before the marker: {seen}"  # (tcpdump shows an unknown
+    # EtherType's addresses)
     d = drops(daemon, br, h1.port)
     assert (d.get("zero-source"), d.get("multicast-source"), d.get("reserved-vlan")) == (4, 3, 3), d
     text = daemon.ctl("dump-ports", br).stdout
@@ -168,7 +169,7 @@ def test_lldp_pause_and_stp_are_not_forwarded_by_default(daemon, net):
     marker = frame(BCAST, mac_hex(h1.mac), payload=b"marker")
     bpf = "ether dst 01:80:c2:00:00:0e or ether dst 01:80:c2:00:00:01 or ether dst 01:80:c2:00:00:00"
     seen = first_seen(daemon, h1, h2, reserved_frames(h1), marker, bpf)
-    assert "01:80:c2" not in seen.lower(), f"a reserved group frame reached h2: {seen}"
+    assert f"(0x{EXPERIMENTAL})" in seen, f"a reserved group frame reached h2 first: {seen}"
     assert drops(daemon, br, h1.port).get("reserved-group") == 3
     assert "reserved-group=3" in daemon.ctl("dump-ports", br).stdout
 
@@ -182,9 +183,9 @@ def test_forward_bpdu_on_passes_lldp(daemon, net):
     cap = h2.capture("ether dst 01:80:c2:00:00:0e", count=1, timeout=10)
     send(h1, [lldp])
     code, out = cap.result()
-    assert "01:80:c2:00:00:0e" in out.lower(), f"LLDP did not reach h2 (tcpdump exit {code})"
+    assert out.strip(), f"LLDP did not reach h2 (tcpdump exit {code})"
     assert "reserved-group" not in drops(daemon, br, h1.port)
     daemon.ctl("set-br", br, "forward-bpdu=off")
     seen = first_seen(daemon, h1, h2, [lldp], frame(BCAST, mac_hex(h1.mac)),
                       "ether dst 01:80:c2:00:00:0e")
-    assert "01:80:c2" not in seen.lower(), f"LLDP still forwarded after forward-bpdu=off: {seen}"
+    assert f"(0x{EXPERIMENTAL})" in seen, f"LLDP still forwarded after forward-bpdu=off: {seen}"
