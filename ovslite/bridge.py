@@ -415,7 +415,8 @@ class Bridge:
             if dst[0] & 1:
                 if dst == BROADCAST:
                     targets = reach.broadcast
-                elif dst[5] < 0x10 and dst[:5] == RESERVED_GROUP_PREFIX and not self._forward_bpdu:
+                elif dst[1] == 0x80 and dst[5] < 0x10 and dst[:5] == RESERVED_GROUP_PREFIX \
+                        and not self._forward_bpdu:
                     # is_reserved_group(), inlined; issue #14's STP takes its BPDUs here
                     reserved_group += 1
                     continue
