@@ -61,6 +61,19 @@ class FakeNetdev(Netdev):
         return {"kind": "fake", "peer": self.config.get("peer", "")}
 
 
+class Sink:
+    """A netdev for a bare Port (no Switch): keeps what the datapath sends it."""
+
+    deliver_batch = None
+
+    def __init__(self):
+        self.sent = []
+
+    def send_batch(self, packets):
+        self.sent.extend(packets)
+        return len(packets)
+
+
 class FakeInternal(FakeNetdev):
     """Stands in for the bridge-local port, which would create a TAP; `mac` is what
     local_mac() reports (a test changes it as `ip link set address` would)."""

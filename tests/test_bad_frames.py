@@ -7,7 +7,7 @@ too; tests/test_flows.py's model test sends such frames among the rest.
 
 import pytest
 import structlog
-from helpers import BCAST, MCAST, TYPE, A, B, C, CtlRunner, make_bridge
+from helpers import BCAST, MCAST, TYPE, A, B, C, CtlRunner, Sink, make_bridge
 
 from ovslite import portconfig
 from ovslite.bridge import Bridge, Port, is_reserved_group
@@ -201,17 +201,6 @@ def test_forward_bpdu_floods_them_like_multicast_and_takes_effect_at_once():
 
 
 # -- the flow cache never skips the checks ---------------------------------------------------
-
-
-class Sink:
-    deliver_batch = None
-
-    def __init__(self):
-        self.sent = []
-
-    def send_batch(self, packets):
-        self.sent.extend(packets)
-        return len(packets)
 
 
 def cached_bridge():

@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from helpers import TYPE
+from helpers import TYPE, Sink
 
 from ovslite import flows
 from ovslite.bridge import Bridge, Port
@@ -269,16 +269,6 @@ def test_a_capture_anywhere_turns_the_cache_off(world):
 def test_port_state_changes_invalidate_flows_without_a_reconcile():
     br = Bridge("br0")
     a, b = Port("a"), Port("b")
-
-    class Sink:
-        deliver_batch = None
-
-        def __init__(self):
-            self.sent = []
-
-        def send_batch(self, packets):
-            self.sent.extend(packets)
-            return len(packets)
 
     for p in (a, b):
         p.netdev = Sink()
