@@ -280,3 +280,14 @@ def test_dump_ports_counts_each_reason_and_the_internal_mac_is_the_bridges(ctl, 
     ctl.call(lambda: daemon.datapath.receive(sw.ports["p1"], [pkt(BCAST, new), pkt(BCAST, own)]))
     assert sw.ports["br0"].netdev.sent[-1] == pkt(BCAST, own)
     assert sw.ports["p1"].stats.drops["own-source"] == 2
+
+
+def test_ovslite_ctl_trace_names_the_drop_reason(ctl):
+    ctl("add-br", "br0")
+    ctl("add-port", "br0", "p1", "--type", TYPE)
+    for fields, reason in (
+        (["dl_src=00:00:00:00:00:00"], "source 00:00:00:00:00:00 is all zeros (counted as zero-source)"),
+        (["dl_src=02:00:00:00:00:01", "dl_vlan=4095"], "VLAN 4095 is reserved (counted as reserved-vlan)"),
+    ):
+        out = ctl("trace", "br0", "in_port=p1", "dl_dst=ff:ff:ff:ff:ff:ff", *fields).stdout
+        assert out.splitlines()[-1] == f"Final result: drop: {reason}", out
