@@ -7,7 +7,7 @@ too; tests/test_flows.py's model test sends such frames among the rest.
 
 import pytest
 import structlog
-from helpers import BCAST, MCAST, TYPE, A, B, C, CtlRunner, Sink, make_bridge
+from helpers import BCAST, MCAST, TYPE, A, B, C, CtlRunner, Sink, make_bridge, one_line_error
 
 from ovslite import portconfig
 from ovslite.bridge import Bridge, Port, is_reserved_group
@@ -291,3 +291,10 @@ def test_ovslite_ctl_trace_names_the_drop_reason(ctl):
     ):
         out = ctl("trace", "br0", "in_port=p1", "dl_dst=ff:ff:ff:ff:ff:ff", *fields).stdout
         assert out.splitlines()[-1] == f"Final result: drop: {reason}", out
+
+
+def test_vlan_4095_is_refused_by_the_fdb_commands_in_one_line(ctl):
+    ctl("add-br", "br0")
+    for args in (["fdb-show", "br0"], ["fdb-del", "br0", "02:00:00:00:00:01"],
+                 ["fdb-add", "br0", "02:00:00:00:00:01", "br0"]):
+        one_line_error(ctl(*args, "--vlan", "4095", code=2), 2, "4095 is not in the range")
