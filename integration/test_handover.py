@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -258,3 +259,45 @@ def test_restart_in_place_frames_from_a_container(daemon, net):
     assert result["sent"] >= 50000, result
     assert result["duplicates"] == 0, result
     assert result["lost"] == 0 and dropped == 0, f"the TAP dropped {dropped}: {result}"
+
+
+@dataclass
+class RootSender:
+    """A sender on a device of the root namespace (measure_loss's `sender`)."""
+
+    net: object
+    ifname: str
+
+    def popen(self, *cmd: str, **kw) -> subprocess.Popen:
+        return self.net.popen(list(cmd), **kw)
+
+
+def test_restart_in_place_frames_from_a_tap_port(daemon, net):
+    """10,000 frames/s sent into a `tap` port ovslite created, to h2: its queue
+    is made long for the restart too, under noqueue, and nothing is lost
+    (4492 and 6247 of 60,000 were, with the TAP's usual 1000 frames)."""
+    br = net.name("br")
+    daemon.ctl("add-br", br)
+    h2 = net.add_host("h2", 2)
+    daemon.ctl("add-port", br, h2.port)
+    tap = net.name("tp")
+    daemon.ctl("add-port", br, tap, "--type", "tap")
+    with open(f"/proc/sys/net/ipv6/conf/{tap}/disable_ipv6", "w") as f:
+        f.write("1")  # nothing but the flow from it
+    run(["ip", "link", "set", tap, "up"])
+    dropped = json.loads(run(["ip", "-s", "-j", "link", "show", "dev", tap]).stdout)[0]
+    dropped = dropped["stats64"]["tx"]["dropped"]
+
+    result = measure_loss(RootSender(net, tap), h2, lambda: restart_in_place(daemon))
+    after = json.loads(run(["ip", "-s", "-j", "link", "show", "dev", tap]).stdout)[0]
+    dropped = after["stats64"]["tx"]["dropped"] - dropped
+    print(f"\nSIGUSR2 restart, tap port -> h2 under {result['sent'] / result['seconds']:.0f} "
+          f"frames/s: {result['lost']} of {result['sent']} frames lost, {result['duplicates']} "
+          f"duplicated (restart took {result['action']:.2f}s; missing runs "
+          f"{result['missing'][:3]}; the TAP dropped {dropped}; qdisc {after['qdisc']}, "
+          f"txqlen {after['txqlen']})")
+    assert result["counter_drops"] == 0 and result["send_errors"] == 0, result
+    assert result["sent"] >= 50000, result
+    assert result["duplicates"] == 0, result
+    assert result["lost"] == 0 and dropped == 0, f"the TAP dropped {dropped}: {result}"
+    assert after["txqlen"] == 1000, "the queue did not get its usual length back"

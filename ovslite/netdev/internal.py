@@ -17,18 +17,10 @@ its addresses, routes and namespace never go away, and open(inherited)
 re-attaches to it without touching any of that. A handed-over TAP that does
 not match the configuration (changed while the daemon was down) is deleted
 and the port is made anew. What the host or the container sends meanwhile
-queues in the TAP, which holds txqueuelen frames (1000: 100 ms at 10,000
-frames/s): before a planned hand-over the queue is made HANDOVER_TXQLEN long,
-and the next instance sets it back to DEFAULT_TXQLEN (1000, which the port is
-made with) once it has read the backlog.
-
-The port is made with the `noqueue` qdisc, as OVS's internal devices and veth
-have (IFF_NO_QUEUE): a TAP never stops its queue (a full one drops), so a
-qdisc in front of it holds nothing, and under one a txqueuelen change drops
-the frames sent meanwhile (measured on Linux 6.18 with pfifo_fast, the
-default: 3 frames at 10,000 frames/s per change, all a restart lost once the
-queue was long enough; none under noqueue). A qdisc a user puts there
-instead brings that loss back.
+queues in the TAP, made long for a planned restart (tundev.RestartQueue).
+The port is made with the noqueue qdisc, set where the device ends up (a move
+to another namespace resets it), so that changing the queue's length loses
+nothing; a qdisc a user puts there instead costs a few frames per restart.
 """
 
 from __future__ import annotations
@@ -44,8 +36,11 @@ from ..names import check_ifname
 from . import register
 from .base import LinkStatus, Netdev, NetdevError
 from .tundev import (
+    DEFAULT_TXQLEN,
+    RestartQueue,
     TapIO,
     check_tap,
+    no_qdisc,
     open_tap,
     set_mac,
     set_persist,
@@ -56,18 +51,6 @@ from .tundev import (
 )
 
 log = structlog.get_logger("ovslite.netdev")
-
-#: a TAP's txqueuelen, set when the port is made (kernels differ: 500 or 1000)
-DEFAULT_TXQLEN = 1000
-#: its length during a planned restart: 1.6 s at 10,000 frames/s (restarts
-#: took 0.4-0.9 s on a busy 2-CPU VM, and 8192 overflowed at 0.89 s); 128 KB
-#: of pointers, and the frames queued meanwhile are kernel memory until the
-#: next instance reads them
-HANDOVER_TXQLEN = 16384
-#: TCA_KIND of the qdisc the port is made with, and where it goes (TC_H_ROOT)
-QDISC = "noqueue"
-TC_H_ROOT = 0xFFFFFFFF
-
 
 def _parse_options(opts: dict[str, str]) -> dict:
     """Validate internal-port options; raise NetdevError with a one-line reason."""
@@ -95,7 +78,7 @@ def _parse_options(opts: dict[str, str]) -> dict:
 
 
 @register
-class InternalNetdev(TapIO, Netdev):
+class InternalNetdev(RestartQueue, TapIO, Netdev):
     type = "internal"
     creates_device = True
     fds_hold_device = True
@@ -145,37 +128,12 @@ class InternalNetdev(TapIO, Netdev):
                         port=self.name, reason=why)
             _delete_tap(fd)
         if self.fd is not None:
-            if self._txqlen() == HANDOVER_TXQLEN:
-                self.recv_batch = self._drain_batch  # then back to DEFAULT_TXQLEN
+            self.resume_queue()
             log.info("port re-attached", port=self.name, device=ifname, netns=ns or "")
         return self.fd is not None
 
     def handover_fds(self) -> list[int]:
         return [self.fd] if self.fd is not None else []
-
-    def prepare_handover(self) -> None:
-        if self.fd is not None:
-            self._txqlen(HANDOVER_TXQLEN)
-
-    def _drain_batch(self, limit: int) -> list:
-        """recv_batch until the queue of the restart is read: then its usual length."""
-        out = TapIO.recv_batch(self, limit)
-        if len(out) < limit:
-            del self.recv_batch
-            self._txqlen(DEFAULT_TXQLEN)
-        return out
-
-    def _txqlen(self, value: int | None = None) -> int | None:
-        """Set the device's txqueuelen to `value`, or read it; None if that fails."""
-        ns = self.settings.get("netns")
-        ifname = self.settings.get("ifname", self.name) if ns else self.name
-        try:
-            if ns:
-                return rtnl.run_in(ns, lambda: txqlen(ifname, value))
-            return txqlen(ifname, value)
-        except Exception as exc:
-            log.warning("cannot reach the TAP's queue length", port=self.name, error=str(exc))
-            return None
 
     def _place(self) -> None:
         s = self.settings
@@ -184,9 +142,6 @@ class InternalNetdev(TapIO, Netdev):
         if ns:  # moving it resets its qdisc: set below, where it ends up
             index = socket.if_nametoindex(self.name)
             rtnl.call(lambda ipr: ipr.link("set", index=index, net_ns_fd=ns, ifname=ifname))
-
-        def no_qdisc(ipr, index):  # while down: nothing is queued yet
-            ipr.tc("replace", kind=QDISC, index=index, handle=0, parent=TC_H_ROOT)
 
         if not (ns or "ip" in s):
             # like OVS: left down for the host to configure
@@ -208,7 +163,7 @@ class InternalNetdev(TapIO, Netdev):
         rtnl.call(configure, ns)
 
     def close(self) -> None:
-        self.__dict__.pop("recv_batch", None)
+        self.stop_draining()
         self.close_fd()
 
     def status(self) -> LinkStatus:
