@@ -224,10 +224,28 @@ def test_restart_in_place_follows_the_database(daemon, net):
     assert "closed handed-over fds nobody claimed" in text
 
 
-def tap_tx_dropped(ns: str, dev: str) -> int:
+def link(ns: str | None, dev: str) -> dict:
+    """`ip -s -j link show` of `dev`, in namespace `ns` (None: the root one)."""
+    cmd = ["ip", "-s", "-j", "link", "show", "dev", dev]
+    if ns:
+        cmd[1:1] = ["-n", ns]
+    return json.loads(run(cmd).stdout)[0]
+
+
+def tap_tx_dropped(ns: str | None, dev: str) -> int:
     """Frames the TAP device dropped on their way to the daemon (its TX side)."""
-    info = json.loads(run(["ip", "-n", ns, "-s", "-j", "link", "show", "dev", dev]).stdout)[0]
-    return info["stats64"]["tx"]["dropped"]
+    return link(ns, dev)["stats64"]["tx"]["dropped"]
+
+
+def assert_nothing_lost(what: str, result: dict, dropped: int, extra: str = "") -> None:
+    print(f"\nSIGUSR2 restart, {what} -> h2 under {result['sent'] / result['seconds']:.0f} "
+          f"frames/s: {result['lost']} of {result['sent']} frames lost, {result['duplicates']} "
+          f"duplicated (restart took {result['action']:.2f}s; missing runs "
+          f"{result['missing'][:3]}; the TAP dropped {dropped}{extra})")
+    assert result["counter_drops"] == 0 and result["send_errors"] == 0, result
+    assert result["sent"] >= 50000, result
+    assert result["duplicates"] == 0, result
+    assert result["lost"] == 0 and dropped == 0, f"the TAP dropped {dropped}: {result}"
 
 
 def test_restart_in_place_frames_from_a_container(daemon, net):
@@ -249,16 +267,7 @@ def test_restart_in_place_frames_from_a_container(daemon, net):
 
     result = measure_loss(c1, h2, lambda: restart_in_place(daemon))
     dropped = tap_tx_dropped(ns, "eth0") - dropped
-    print(f"\nSIGUSR2 restart, container (TAP) -> h2 under "
-          f"{result['sent'] / result['seconds']:.0f} frames/s: {result['lost']} of "
-          f"{result['sent']} frames lost, {result['duplicates']} duplicated "
-          f"(restart took {result['action']:.2f}s; missing runs {result['missing'][:3]}; "
-          f"the TAP dropped {dropped})")
-    assert result["counter_drops"] == 0, result
-    assert result["send_errors"] == 0, result
-    assert result["sent"] >= 50000, result
-    assert result["duplicates"] == 0, result
-    assert result["lost"] == 0 and dropped == 0, f"the TAP dropped {dropped}: {result}"
+    assert_nothing_lost("container (TAP)", result, dropped)
 
 
 @dataclass
@@ -285,19 +294,11 @@ def test_restart_in_place_frames_from_a_tap_port(daemon, net):
     with open(f"/proc/sys/net/ipv6/conf/{tap}/disable_ipv6", "w") as f:
         f.write("1")  # nothing but the flow from it
     run(["ip", "link", "set", tap, "up"])
-    dropped = json.loads(run(["ip", "-s", "-j", "link", "show", "dev", tap]).stdout)[0]
-    dropped = dropped["stats64"]["tx"]["dropped"]
+    dropped = tap_tx_dropped(None, tap)
 
     result = measure_loss(RootSender(net, tap), h2, lambda: restart_in_place(daemon))
-    after = json.loads(run(["ip", "-s", "-j", "link", "show", "dev", tap]).stdout)[0]
+    after = link(None, tap)
     dropped = after["stats64"]["tx"]["dropped"] - dropped
-    print(f"\nSIGUSR2 restart, tap port -> h2 under {result['sent'] / result['seconds']:.0f} "
-          f"frames/s: {result['lost']} of {result['sent']} frames lost, {result['duplicates']} "
-          f"duplicated (restart took {result['action']:.2f}s; missing runs "
-          f"{result['missing'][:3]}; the TAP dropped {dropped}; qdisc {after['qdisc']}, "
-          f"txqlen {after['txqlen']})")
-    assert result["counter_drops"] == 0 and result["send_errors"] == 0, result
-    assert result["sent"] >= 50000, result
-    assert result["duplicates"] == 0, result
-    assert result["lost"] == 0 and dropped == 0, f"the TAP dropped {dropped}: {result}"
+    assert_nothing_lost("tap port", result, dropped,
+                        f"; qdisc {after['qdisc']}, txqlen {after['txqlen']}")
     assert after["txqlen"] == 1000, "the queue did not get its usual length back"
