@@ -3,9 +3,12 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# command:debian-package pairs the tests, demo and benchmarks run
+# command:debian-package pairs the tests, demo and benchmarks run (the systemd
+# service tests boot a container: systemd-nspawn, debootstrap, nsenter; see
+# integration/nspawn.py; tests/test_deb_tools.py checks every tool list is here)
 DEB_TOOLS := ip:iproute2 ping:iputils-ping iperf3:iperf3 tcpdump:tcpdump ethtool:ethtool \
-             trafgen:netsniff-ng pgrep:procps
+             trafgen:netsniff-ng pgrep:procps sysctl:procps ss:iproute2 timeout:coreutils \
+             systemd-nspawn:systemd-container debootstrap:debootstrap nsenter:util-linux
 
 .PHONY: install deps-system test unit integration lint demo bench clean
 
@@ -32,10 +35,10 @@ deps-system:
 test: install unit integration
 
 unit: install
-	$(PY) -m pytest tests -q
+	$(PY) -m pytest tests -q -rs
 
 integration: install
-	$(PY) -m pytest integration -q -m integration
+	$(PY) -m pytest integration -q -m integration -rs
 
 lint: install
 	$(VENV)/bin/ruff check .

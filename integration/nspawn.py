@@ -21,8 +21,9 @@ BPF device and IP filters as on a modern host. Commands run inside with
 and `systemd-run --machine` would need systemd on the host. The container has
 its own network namespace (--private-network: loopback only) and /dev/net/tun.
 
-why_unusable() says why containers cannot be booted here (None if they can);
-tests skip with that reason.
+ready() installs the missing tools (as root, with apt-get), then asks
+why_unusable() why containers cannot be booted here (None if they can);
+tests skip with that reason, which is then what the machine truly lacks.
 """
 
 from __future__ import annotations
@@ -63,6 +64,9 @@ DEBOOTSTRAP_TIMEOUT = 900
 PR_SET_PDEATHSIG = 1
 #: machine (and cgroup) names: NAME_PREFIX + 8 hex digits
 NAME_PREFIX = "ovslite-test-"
+#: (command, Debian package) the containers need; the Makefile's DEB_TOOLS has them too
+TOOLS = (("systemd-nspawn", "systemd-container"), ("debootstrap", "debootstrap"),
+         ("nsenter", "util-linux"))
 
 
 class Unusable(Exception):
@@ -89,8 +93,7 @@ def why_unusable() -> str | None:
         return "needs root"
     if sys.platform != "linux":
         return "needs Linux"
-    for tool, package in (("systemd-nspawn", "systemd-container"), ("debootstrap", "debootstrap"),
-                          ("nsenter", "util-linux")):
+    for tool, package in TOOLS:
         if shutil.which(tool) is None:
             return f"{tool} not found (apt-get install {package})"
     if not os.path.exists("/dev/net/tun"):
@@ -100,11 +103,18 @@ def why_unusable() -> str | None:
     return None
 
 
+def ready() -> str | None:
+    """Install what is missing, then say why containers cannot be booted here, or None.
+
+    In this order: asked first, why_unusable() would report the very tools
+    ensure_tools() installs, and they would never be installed.
+    """
+    return ensure_tools() or why_unusable()
+
+
 def ensure_tools() -> str | None:
-    """apt-get install debootstrap and systemd-container if missing; why not, or None."""
-    missing = [pkg for tool, pkg in (("systemd-nspawn", "systemd-container"),
-                                     ("debootstrap", "debootstrap"))
-               if shutil.which(tool) is None]
+    """apt-get install the TOOLS' packages that are missing; why not, or None."""
+    missing = sorted({pkg for tool, pkg in TOOLS if shutil.which(tool) is None})
     if not missing or os.geteuid() != 0 or shutil.which("apt-get") is None:
         return None
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}

@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -223,10 +224,35 @@ def test_restart_in_place_follows_the_database(daemon, net):
     assert "closed handed-over fds nobody claimed" in text
 
 
+def link(ns: str | None, dev: str) -> dict:
+    """`ip -s -j link show` of `dev`, in namespace `ns` (None: the root one)."""
+    cmd = ["ip", "-s", "-j", "link", "show", "dev", dev]
+    if ns:
+        cmd[1:1] = ["-n", ns]
+    return json.loads(run(cmd).stdout)[0]
+
+
+def tap_tx_dropped(ns: str | None, dev: str) -> int:
+    """Frames the TAP device dropped on their way to the daemon (its TX side)."""
+    return link(ns, dev)["stats64"]["tx"]["dropped"]
+
+
+def assert_nothing_lost(what: str, result: dict, dropped: int, extra: str = "") -> None:
+    print(f"\nSIGUSR2 restart, {what} -> h2 under {result['sent'] / result['seconds']:.0f} "
+          f"frames/s: {result['lost']} of {result['sent']} frames lost, {result['duplicates']} "
+          f"duplicated (restart took {result['action']:.2f}s; missing runs "
+          f"{result['missing'][:3]}; the TAP dropped {dropped}{extra})")
+    assert result["counter_drops"] == 0 and result["send_errors"] == 0, result
+    assert result["sent"] >= 50000, result
+    assert result["duplicates"] == 0, result
+    assert result["lost"] == 0 and dropped == 0, f"the TAP dropped {dropped}: {result}"
+
+
 def test_restart_in_place_frames_from_a_container(daemon, net):
     """The other way in: 10,000 frames/s from a container's internal port (a
-    TAP) to h2. During the restart they queue in the TAP, which holds only
-    txqueuelen (500) frames; the rest is lost. Printed, not asserted."""
+    TAP) to h2. During the restart they queue in the TAP, whose queue is made
+    long for it and short again after, under the noqueue qdisc: nothing is
+    lost (under pfifo_fast each of those two changes dropped a few frames)."""
     net.subnet = free_subnet()
     br = net.name("br")
     daemon.ctl("add-br", br)
@@ -237,12 +263,42 @@ def test_restart_in_place_frames_from_a_container(daemon, net):
     daemon.ctl("add-port", br, c1.port, "--type", "internal", "--netns", ns, "--ifname", "eth0",
                "--ip", f"{net.subnet}.3/24")
     h2.ping(c1, count=1)
+    dropped = tap_tx_dropped(ns, "eth0")
 
     result = measure_loss(c1, h2, lambda: restart_in_place(daemon))
-    print(f"\nSIGUSR2 restart, container (TAP) -> h2 under "
-          f"{result['sent'] / result['seconds']:.0f} frames/s: {result['lost']} of "
-          f"{result['sent']} frames lost, {result['duplicates']} duplicated "
-          f"(restart took {result['action']:.2f}s; missing runs {result['missing'][:3]})")
-    assert result["counter_drops"] == 0, result
-    assert result["highest"] >= result["sent"] - 100, f"traffic did not resume: {result}"
-    assert result["duplicates"] == 0, result
+    dropped = tap_tx_dropped(ns, "eth0") - dropped
+    assert_nothing_lost("container (TAP)", result, dropped)
+
+
+@dataclass
+class RootSender:
+    """A sender on a device of the root namespace (measure_loss's `sender`)."""
+
+    net: object
+    ifname: str
+
+    def popen(self, *cmd: str, **kw) -> subprocess.Popen:
+        return self.net.popen(list(cmd), **kw)
+
+
+def test_restart_in_place_frames_from_a_tap_port(daemon, net):
+    """10,000 frames/s sent into a `tap` port ovslite created, to h2: its queue
+    is made long for the restart too, under noqueue, and nothing is lost
+    (4492 and 6247 of 60,000 were, with the TAP's usual 1000 frames)."""
+    br = net.name("br")
+    daemon.ctl("add-br", br)
+    h2 = net.add_host("h2", 2)
+    daemon.ctl("add-port", br, h2.port)
+    tap = net.name("tp")
+    daemon.ctl("add-port", br, tap, "--type", "tap")
+    with open(f"/proc/sys/net/ipv6/conf/{tap}/disable_ipv6", "w") as f:
+        f.write("1")  # nothing but the flow from it
+    run(["ip", "link", "set", tap, "up"])
+    dropped = tap_tx_dropped(None, tap)
+
+    result = measure_loss(RootSender(net, tap), h2, lambda: restart_in_place(daemon))
+    after = link(None, tap)
+    dropped = after["stats64"]["tx"]["dropped"] - dropped
+    assert_nothing_lost("tap port", result, dropped,
+                        f"; qdisc {after['qdisc']}, txqlen {after['txqlen']}")
+    assert after["txqlen"] == 1000, "the queue did not get its usual length back"

@@ -60,9 +60,7 @@ START_STATUS = "1 bridges, 2 ports (1 down)"
 
 @pytest.fixture(scope="module")
 def box(tmp_path_factory):
-    why = nspawn.why_unusable()
-    if why is None:
-        why = nspawn.ensure_tools()
+    why = nspawn.ready()
     if why is not None:
         print(f"\nskipping the systemd service tests: {why}", file=sys.stderr)
         pytest.skip(f"cannot boot a systemd container here: {why}")
@@ -142,11 +140,6 @@ def cursor(c: nspawn.Container) -> str:
     return m.group(1) if m else ""
 
 
-def ctl_available(c: nspawn.Container) -> bool:
-    r = c.run(f"{VENV}/bin/python", "-c", "import ovslite_ctl.cli", check=False)
-    return r.returncode == 0
-
-
 CONNECT = """
 import socket, sys
 s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -197,8 +190,6 @@ def test_active_after_ready_with_counts(box):
 
 def test_status_follows_changes(box):
     ensure_active(box)
-    if not ctl_available(box):
-        pytest.skip("ovslite-ctl (ovslite_ctl.cli) is not in the tree yet")
     box.run(f"{VENV}/bin/ovslite-ctl", "add-br", "br9")
     try:
         box.wait_for(lambda: props(box, "StatusText")["StatusText"] == "2 bridges, 3 ports (2 down)",
@@ -228,9 +219,6 @@ def test_control_socket_permissions(box):
 
 def test_ctl_show_inside(box):
     ensure_active(box)
-    if not ctl_available(box):
-        pytest.skip("ovslite-ctl (ovslite_ctl.cli) is not in the tree yet; "
-                    "test_control_socket_permissions checked the socket")
     for user in (None, "member"):
         out = box.run(f"{VENV}/bin/ovslite-ctl", "show", user=user).stdout
         assert "br0" in out and "veth0" in out, out
@@ -481,12 +469,11 @@ def test_del_port_and_stop_remove_the_taps(flow_net):
     `systemctl stop` empties the store: every TAP goes, as without systemd."""
     box = flow_net
     ensure_active(box)
-    if ctl_available(box):
-        box.run(f"{VENV}/bin/ovslite-ctl", "del-port", "brx", "cx")
-        gone = box.run("ip", "-n", "c1", "link", "show", "eth0", check=False)
-        assert gone.returncode != 0, "c1's eth0 outlived del-port"
-        box.wait_for(lambda: props(box, "NFileDescriptorStore")["NFileDescriptorStore"]
-                     == str(FLOW_FDS - 1), what="one fd fewer in the store")
+    box.run(f"{VENV}/bin/ovslite-ctl", "del-port", "brx", "cx")
+    gone = box.run("ip", "-n", "c1", "link", "show", "eth0", check=False)
+    assert gone.returncode != 0, "c1's eth0 outlived del-port"
+    box.wait_for(lambda: props(box, "NFileDescriptorStore")["NFileDescriptorStore"]
+                 == str(FLOW_FDS - 1), what="one fd fewer in the store")
     box.run("systemctl", "stop", UNIT, timeout=120)
     try:
         assert props(box, "NFileDescriptorStore")["NFileDescriptorStore"] == "0"

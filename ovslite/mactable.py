@@ -8,6 +8,8 @@ Design, after Open vSwitch's lib/mac-learning.h:
   so the table is deterministic under test.
 - An entry older than `aging` seconds is treated as absent by `lookup` at once;
   `expire` removes such entries in bulk and is called from a timer, not per frame.
+  It finds them in a timing wheel (ovslite/aging.py), so a pass costs what
+  expires, not the table's size; refreshing an entry stays one attribute write.
 - Static entries (fdb-add) never age, are never moved by learning, never evicted.
 - When the table is full, a new MAC evicts the least recently seen entry of the
   port that holds the most entries, so one port flooding random source MACs
@@ -33,6 +35,8 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass
+
+from .aging import AgingWheel
 
 DEFAULT_AGING = 300.0
 DEFAULT_SIZE = 8192
@@ -108,6 +112,8 @@ class MacTable:
         self._count = 0
         # Learned entries per port, in eviction order (ports in first-learned order).
         self._queues: dict[Hashable, _Queue] = {}
+        #: learned entries by when they may next be due for aging
+        self.wheel = AgingWheel()
         self.stats = MacStats()
         #: called as listener(kind, entry, old_port) on learned/moved/aged/evicted
         self.listener: Callable | None = None
@@ -188,6 +194,7 @@ class MacTable:
             while entry.queued is None:
                 entry = items.popleft()
         entry.queued = None
+        self.wheel.gone(COMPACT_SLACK)
         q.live -= 1
         del self.vlans[entry.vlan][entry.mac]
         self._count -= 1
@@ -220,10 +227,14 @@ class MacTable:
             q = self._queues[entry.port] = _Queue()
         q.items.append(entry)
         q.live += 1
+        self.wheel.add(entry)
 
-    def _dequeue(self, entry: MacEntry) -> None:
-        """Take a learned entry out of its port's queue: mark it, compact if mostly marks."""
+    def _dequeue(self, entry: MacEntry, filed: bool = True) -> None:
+        """Take a learned entry out of its port's queue (and, if `filed`, the aging
+        wheel): mark it, compact if mostly marks."""
         entry.queued = None
+        if filed:
+            self.wheel.gone(COMPACT_SLACK)
         q = self._queues[entry.port]
         q.live -= 1
         if not q.live:
@@ -251,11 +262,11 @@ class MacTable:
             self._remove(entry)
         return entry is not None
 
-    def _remove(self, entry: MacEntry) -> None:
+    def _remove(self, entry: MacEntry, filed: bool = True) -> None:
         del self.vlans[entry.vlan][entry.mac]
         self._count -= 1
         if not entry.static:
-            self._dequeue(entry)
+            self._dequeue(entry, filed)
 
     def _drop_empty(self) -> None:
         """Free the dicts of VLANs left without entries (a dict never shrinks by itself).
@@ -265,11 +276,11 @@ class MacTable:
 
     def expire(self, now: float) -> list[MacEntry]:
         """Remove learned entries older than the aging time; return them (and report
-        them to the listener) VLAN by VLAN, in learning order within each VLAN."""
-        limit = now - self.aging
-        aged = [e for e in self.entries.values() if not e.static and e.used < limit]
+        them to the listener) least recently used first."""
+        aged = self.wheel.due(now - self.aging, COMPACT_SLACK)
+        aged.sort(key=lambda e: (e.used, e.vlan, e.mac))
         for entry in aged:
-            self._remove(entry)
+            self._remove(entry, filed=False)  # the wheel has let go of it
             self._event("aged", entry, None)
         self.stats.aged += len(aged)
         if aged:

@@ -95,7 +95,8 @@ class Model:
         self.entries[(vlan, mac)] = [port, now, True, now]
 
     def expire(self, now):
-        aged = [k for k, e in self.entries.items() if not e[2] and e[1] < now - self.aging]
+        aged = sorted((k for k, e in self.entries.items() if not e[2] and e[1] < now - self.aging),
+                      key=lambda k: (self.entries[k][1], *k))  # least recently used first
         for key in aged:
             e = self.remove(key)
             self.events.append(("aged", *key, e[0], None))
@@ -120,26 +121,11 @@ class Model:
             pass
 
 
-def in_order(events: list) -> list:
-    """Events with each run of "aged" ones sorted: one expire() reports its entries VLAN by
-    VLAN (the model: in first-learned order across VLANs); within a VLAN the order is kept."""
-    out, run = [], []
-    for e in [*events, None]:
-        if e is not None and e[0] == "aged":
-            run.append(e)
-            continue
-        out += sorted(run, key=lambda a: a[1])  # stable: learning order within a VLAN
-        run = []
-        if e is not None:
-            out.append(e)
-    return out
-
-
 def check_same(t: MacTable, model: Model, events: list) -> None:
     assert {k: (e.port, e.used, e.static) for k, e in t.entries.items()} == \
         {k: (e[0], e[1], e[2]) for k, e in model.entries.items()}
     assert len(t) == len(model.entries)
-    assert in_order(events) == in_order(model.events)
+    assert events == model.events
     for e in model.events:
         model.counts[e[0]] += 1
     events.clear()
@@ -151,6 +137,9 @@ def check_same(t: MacTable, model: Model, events: list) -> None:
     for q in t._queues.values():  # the marks stay bounded
         assert q.live == sum(e.queued is not None for e in q.items)
         assert len(q.items) <= 2 * q.live + mactable.COMPACT_SLACK + 1
+    live = sum(q.live for q in t._queues.values())  # the aging wheel's references too
+    assert t.wheel.refs - t.wheel.dead == live
+    assert t.wheel.refs <= 2 * live + mactable.COMPACT_SLACK + 1
 
 
 @pytest.mark.parametrize("slack", [0, COMPACT_SLACK])  # 0: compaction happens often

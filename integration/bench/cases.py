@@ -38,7 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import latpairs, measure
+from . import agingcost, latpairs, measure
 from .resources import CommandError, Resources, run
 from .topo import build
 
@@ -263,6 +263,17 @@ def target_case(ports: int, macs: int) -> Case:
                 fn, (*RATE_KEYS, "fdb_entries"), params={"switch": "ovslite", "ports": ports, "macs": macs})
 
 
+def aging_case() -> Case:
+    """One MAC table aging pass over 100,000 entries (agingcost.py): in this process."""
+
+    def fn(res: Resources, s: Settings, step: Step):
+        step(f"timing expire() over {agingcost.ENTRIES:,} entries")
+        return agingcost.measure(s.quick), []
+
+    return Case("fdb-aging-100000", "scale-aging", "100k MACs", fn, agingcost.KEYS,
+                params={"switch": "ovslite", "macs": agingcost.ENTRIES})
+
+
 def pairs_case() -> Case:
     return Case(latpairs.NAME, latpairs.GROUP, "interleaved", latpairs.measure_pairs, latpairs.KEYS,
                 _single_cpu_na(latpairs.CROSS_KEYS), {"topologies": list(latpairs.TOPOS)})
@@ -275,13 +286,14 @@ def all_cases() -> list[Case]:
     cases.append(chain_case(1, "patch"))
     cases += [chain_case(n, link) for link in ("patch", "veth") for n in CHAIN_LENGTHS if n > 1]
     cases.append(target_case(*TARGET))
+    cases.append(aging_case())
     cases.append(pairs_case())
     return cases
 
 
 GROUP_ALIASES = {
     "core": CORE,
-    "scaling": ("scale-fdb", "scale-ports", "scale-chain", "scale-target"),
+    "scaling": ("scale-fdb", "scale-ports", "scale-chain", "scale-target", "scale-aging"),
 }
 
 

@@ -33,9 +33,19 @@ METRICS: dict[str, tuple[str, str, float, str]] = {
     "cpu_util": ("switch CPU in 64 B run", "cores", 1, ".2f"),
     "rss_peak_mib": ("peak RSS", "MiB", 1, ".1f"),
     "fdb_entries": ("fdb entries", "", 1, ",.0f"),
+    # one MAC table aging pass (agingcost.py): none / 1,000 of them expiring, entries
+    # refreshed since filed (steady, and all learned in one second: the worst pass)
+    "aging_none_us": ("aging pass, 0 expire", "us", 1, ",.0f"),
+    "aging_none_visited": ("  entries looked at", "", 1, ",.0f"),
+    "aging_1000_us": ("aging pass, 1,000 expire", "us", 1, ",.0f"),
+    "aging_1000_visited": ("  entries looked at", "", 1, ",.0f"),
+    "aging_refile_us": ("aging pass, 0 expire, all refreshed", "us", 1, ",.0f"),
+    "aging_refile_visited": ("  entries looked at", "", 1, ",.0f"),
+    "aging_burst_us": ("aging pass, same, learned in 1 s", "us", 1, ",.0f"),
+    "aging_burst_visited": ("  entries looked at", "", 1, ",.0f"),
     **latpairs.metrics(),
 }
-NO_RATIO = {"fdb_entries"}
+NO_RATIO = {"fdb_entries", *(k for k in METRICS if k.startswith("aging_"))}
 REFERENCES = ("linux", "ovs")
 CHAIN_LINES = (("lat_p50_us", "-"), ("lat_p99_us", ":"), ("lat_same_p50_us", "--"),
                ("lat_cross_p50_us", "-."))
@@ -45,6 +55,7 @@ GROUP_TITLES = {
     "scale-ports": "Scaling (ovslite): 64-byte rate vs ports on the bridge",
     "scale-chain": "Scaling (ovslite): latency across a chain of bridges (patch ports vs veth pairs)",
     "scale-target": "Scaling (ovslite): issue #5 target, ports and MACs on one bridge together",
+    "scale-aging": "Scaling (ovslite): one MAC table aging pass (the timer runs one a second)",
     latpairs.GROUP: "Latency, interleaved: 4 topologies up at once, ping blocks alternated",
 }
 #: the interleaved table's ratio columns: (label, numerator topology, denominator topology)

@@ -17,10 +17,10 @@ its addresses, routes and namespace never go away, and open(inherited)
 re-attaches to it without touching any of that. A handed-over TAP that does
 not match the configuration (changed while the daemon was down) is deleted
 and the port is made anew. What the host or the container sends meanwhile
-queues in the TAP, which holds txqueuelen frames (1000: 100 ms at 10,000
-frames/s): before a planned hand-over the queue is made HANDOVER_TXQLEN long,
-and the next instance sets it back to DEFAULT_TXQLEN (1000, which the port is
-made with) once it has read the backlog.
+queues in the TAP, made long for a planned restart (tundev.RestartQueue).
+The port is made with the noqueue qdisc, set where the device ends up (a move
+to another namespace resets it), so that changing the queue's length loses
+nothing; a qdisc a user puts there instead costs a few frames per restart.
 """
 
 from __future__ import annotations
@@ -37,8 +37,11 @@ from ..names import check_ifname
 from . import register
 from .base import LinkStatus, Netdev, NetdevError
 from .tundev import (
+    DEFAULT_TXQLEN,
+    RestartQueue,
     TapIO,
     check_tap,
+    no_qdisc,
     open_tap,
     set_mac,
     set_persist,
@@ -53,11 +56,6 @@ log = structlog.get_logger("ovslite.netdev")
 SIOCGIFHWADDR = 0x8927  # on a TAP fd: its own device's address (no name needed)
 IFREQ_LEN = 40
 IFR_HWADDR = slice(18, 24)  # struct ifreq: name[16], sa_family, sa_data
-#: a TAP's txqueuelen, set when the port is made (kernels differ: 500 or 1000)
-DEFAULT_TXQLEN = 1000
-#: its length during a planned restart (under 1 MB of pointers; the frames
-#: queued meanwhile are kernel memory until the next instance reads them)
-HANDOVER_TXQLEN = 8192
 
 
 def _parse_options(opts: dict[str, str]) -> dict:
@@ -86,7 +84,7 @@ def _parse_options(opts: dict[str, str]) -> dict:
 
 
 @register
-class InternalNetdev(TapIO, Netdev):
+class InternalNetdev(RestartQueue, TapIO, Netdev):
     type = "internal"
     creates_device = True
     fds_hold_device = True
@@ -136,50 +134,29 @@ class InternalNetdev(TapIO, Netdev):
                         port=self.name, reason=why)
             _delete_tap(fd)
         if self.fd is not None:
-            if self._txqlen() == HANDOVER_TXQLEN:
-                self.recv_batch = self._drain_batch  # then back to DEFAULT_TXQLEN
+            self.resume_queue()
             log.info("port re-attached", port=self.name, device=ifname, netns=ns or "")
         return self.fd is not None
 
     def handover_fds(self) -> list[int]:
         return [self.fd] if self.fd is not None else []
 
-    def prepare_handover(self) -> None:
-        if self.fd is not None:
-            self._txqlen(HANDOVER_TXQLEN)
-
-    def _drain_batch(self, limit: int) -> list:
-        """recv_batch until the queue of the restart is read: then its usual length."""
-        out = TapIO.recv_batch(self, limit)
-        if len(out) < limit:
-            del self.recv_batch
-            self._txqlen(DEFAULT_TXQLEN)
-        return out
-
-    def _txqlen(self, value: int | None = None) -> int | None:
-        """Set the device's txqueuelen to `value`, or read it; None if that fails."""
-        ns = self.settings.get("netns")
-        ifname = self.settings.get("ifname", self.name) if ns else self.name
-        try:
-            if ns:
-                return rtnl.run_in(ns, lambda: txqlen(ifname, value))
-            return txqlen(ifname, value)
-        except Exception as exc:
-            log.warning("cannot reach the TAP's queue length", port=self.name, error=str(exc))
-            return None
-
     def _place(self) -> None:
         s = self.settings
         ns = s.get("netns")
         ifname = s.get("ifname", self.name)
-        if ns:
+        if ns:  # moving it resets its qdisc: set below, where it ends up
             index = socket.if_nametoindex(self.name)
             rtnl.call(lambda ipr: ipr.link("set", index=index, net_ns_fd=ns, ifname=ifname))
+
         if not (ns or "ip" in s):
-            return  # like OVS: left down for the host to configure
+            # like OVS: left down for the host to configure
+            rtnl.call(lambda ipr: no_qdisc(ipr, socket.if_nametoindex(self.name)))
+            return
 
         def configure(ipr):
             (index,) = ipr.link_lookup(ifname=ifname)
+            no_qdisc(ipr, index)
             ipr.link("set", index=index, state="up")
             if "ip" in s:
                 ip = s["ip"]
@@ -192,7 +169,7 @@ class InternalNetdev(TapIO, Netdev):
         rtnl.call(configure, ns)
 
     def close(self) -> None:
-        self.__dict__.pop("recv_batch", None)
+        self.stop_draining()
         self.close_fd()
 
     def status(self) -> LinkStatus:
