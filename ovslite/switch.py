@@ -1,10 +1,15 @@
 """The switch: desired configuration in, bridges and open ports out.
 
-Every change is made by editing a copy of the desired configuration and
-reconciling actual state against it (open what is missing, close what is no
-longer wanted). A command's change is persisted only once it has been applied,
-so the database never holds a port the daemon refused. At start-up, a port that
-cannot be opened stays configured and shows as down with the reason.
+Every change is made by editing a copy of the desired configuration, checking
+that copy whole (ovslite.confcheck: names, types, options, settings, static
+MACs, the same checks the database makes at load), and only then reconciling
+actual state against it (open what is missing, close what is no longer wanted)
+and saving it. A change that fails anywhere (a check, a port that will not
+open, a save) is undone, so the running configuration and the database are
+exactly as before it and the database never holds a change that was refused.
+A command also takes along what refers to what it deletes (a port's static
+MACs). At start-up, a port that cannot be opened stays configured and shows as
+down with the reason.
 """
 
 from __future__ import annotations
@@ -13,8 +18,8 @@ import errno
 
 import structlog
 
+from . import confcheck, linkmon, portconfig
 from . import db as dbmod
-from . import linkmon, portconfig
 from .bridge import Bridge, Port
 from .datapath import Datapath
 from .mactable import DEFAULT_AGING, DEFAULT_SIZE
@@ -34,8 +39,13 @@ class SwitchError(Exception):
 
 
 def _name(name: str, what: str) -> str:
+    return _checked(check_ifname, name, what)
+
+
+def _checked(check, *args):
+    """check(*args), its ValueError turned into a refusal (EINVAL, the same message)."""
     try:
-        return check_ifname(name, what)
+        return check(*args)
     except ValueError as exc:
         raise SwitchError(errno.EINVAL, str(exc)) from None
 
@@ -60,6 +70,17 @@ class Switch:
         """Read the database (DatabaseError if corrupt) and bring it to life."""
         self.desired = self.db.load()
         self.reconcile()
+
+    def reload(self) -> None:
+        """Re-read the database (SIGHUP); a bad file (DatabaseError) changes nothing."""
+        desired = self.db.load()
+        old, self.desired = self.desired, desired
+        try:
+            self.reconcile()
+        except BaseException:
+            self.desired = old
+            self.reconcile()
+            raise
 
     def shutdown(self) -> None:
         for name in list(self.bridges):
@@ -89,8 +110,9 @@ class Switch:
             if may_exist:
                 return
             raise SwitchError(errno.EEXIST, f"bridge {name} already exists")
-        if name in self.ports:
-            raise SwitchError(errno.EEXIST, f"{name} is already a port on bridge {self.ports[name].bridge.name}")
+        owner = self._port_owner(name)
+        if owner is not None:
+            raise SwitchError(errno.EEXIST, f"{name} is already a port on bridge {owner}")
         new = dbmod.clone(self.desired)
         # Like OVS, every bridge has an internal port of its own name: the host's way in.
         new["bridges"][name] = {"config": {}, "ports": {name: {"type": "internal", "options": {}}}}
@@ -125,25 +147,17 @@ class Switch:
             raise SwitchError(errno.EEXIST, f"port {name} already exists on bridge {owner}")
         if name in self.desired["bridges"]:
             raise SwitchError(errno.EEXIST, f"{name} is a bridge name")
-        options = dict(options or {})
-        try:
-            cls = netdev_class(type)
-        except NetdevError as exc:
-            raise SwitchError(errno.EINVAL, str(exc)) from None
-        unknown = set(options) - cls.options
-        if unknown:
-            raise SwitchError(errno.EINVAL, f"port type {type} has no option {sorted(unknown)[0]!r}")
-        conf = {"type": type, "options": options}
+        options = {} if options is None else options
+        _checked(confcheck.check_options, name, type, options)
+        conf = {"type": type, "options": dict(options)}
         if settings:
-            try:
-                conf["settings"] = portconfig.merge({}, portconfig.parse(settings))
-            except ValueError as exc:
-                raise SwitchError(errno.EINVAL, f"port {name}: {exc}") from None
+            conf["settings"] = _checked(self._settings, name, {}, settings)
         new = dbmod.clone(self.desired)
         new["bridges"][bridge]["ports"][name] = conf
         self._commit(new, strict=name)
 
     def del_port(self, name: str, bridge: str | None = None, if_exists: bool = False) -> None:
+        """Remove a port and, as the Linux bridge and OVS do, its static MACs."""
         owner = self._port_owner(name)
         if owner is None or (bridge is not None and owner != bridge):
             if if_exists:
@@ -157,70 +171,99 @@ class Switch:
             )
         new = dbmod.clone(self.desired)
         del new["bridges"][owner]["ports"][name]
+        config = new["bridges"][owner].get("config", {})
+        if "static-macs" in config:
+            config["static-macs"] = [e for e in config["static-macs"] if e["port"] != name]
         self._commit(new)
 
     def set_port(self, name: str, changes: dict) -> None:
-        """Change switching settings (portconfig.KNOWN) of a live port; '' resets one."""
+        """Change switching settings (portconfig.KNOWN) of a live port; '' resets one.
+
+        A change that would leave one of the port's static MACs in a VLAN it no
+        longer carries is refused, naming the entry: dropping the entry would lose
+        configuration without a word, keeping it would keep an entry never used.
+        """
         owner = self._port_owner(name)
         if owner is None:
             raise SwitchError(errno.ENOENT, f"no port named {name}")
-        conf = self.desired["bridges"][owner]["ports"][name]
-        try:
-            settings = portconfig.merge(conf.get("settings", {}), portconfig.parse(changes))
-        except ValueError as exc:
-            raise SwitchError(errno.EINVAL, f"port {name}: {exc}") from None
+        br_conf = self.desired["bridges"][owner]
+        settings = _checked(self._settings, name, br_conf["ports"][name].get("settings", {}),
+                            changes)
+        for e in br_conf.get("config", {}).get("static-macs", []):
+            if e["port"] == name and not portconfig.carries(settings, e["vlan"]):
+                raise SwitchError(errno.EINVAL, f"port {name} would no longer carry VLAN "
+                                  f"{e['vlan']} of its static MAC {e['mac']} (fdb-del it first)")
         new = dbmod.clone(self.desired)
         new["bridges"][owner]["ports"][name]["settings"] = settings
         self._commit(new)
 
+    @staticmethod
+    def _settings(name: str, current: dict, changes) -> dict:
+        try:
+            return portconfig.merge(current, portconfig.parse(changes))
+        except ValueError as exc:
+            raise ValueError(f"port {name}: {exc}") from None
+
     def set_bridge(self, name: str, changes: dict) -> None:
-        """mac-aging-time=SECONDS, mac-table-size=N ('' resets to the default)."""
+        """mac-aging-time=SECONDS, mac-table-size=N, forward-bpdu=on|off ('' resets one)."""
         if name not in self.desired["bridges"]:
             raise SwitchError(errno.ENOENT, f"no bridge named {name}")
+        if not isinstance(changes, dict):
+            raise SwitchError(errno.EINVAL, "bridge settings must be KEY=VALUE pairs")
         config = dict(self.desired["bridges"][name].get("config", {}))
         for key, text in changes.items():
-            if key not in dbmod.BRIDGE_SETTINGS:
-                known = ", ".join(dbmod.BRIDGE_SETTINGS)
-                raise SwitchError(errno.EINVAL, f"unknown bridge setting {key!r} (known: {known})")
-            if text in ("", None):
+            value = _checked(confcheck.parse_bridge_setting, key, text)
+            if value is None:
                 config.pop(key, None)
-                continue
-            try:
-                value = float(text) if key == "mac-aging-time" else int(text)
-            except ValueError:
-                raise SwitchError(errno.EINVAL, f"{key}: {text!r} is not a number") from None
-            if not 0 < value < float("inf"):  # also refuses nan
-                raise SwitchError(errno.EINVAL, f"{key}: must be positive")
-            config[key] = value
+            else:
+                config[key] = value
         new = dbmod.clone(self.desired)
         new["bridges"][name]["config"] = config
         self._commit(new)
 
-    def fdb_add(self, bridge: str, mac: bytes, port: str, vlan: int = 0) -> None:
-        """A static entry: never aged, never moved by learning; kept in the database."""
+    def fdb_add(self, bridge: str, mac: bytes, port: str, vlan: int | None = None) -> None:
+        """A static entry: never aged, never moved by learning; kept in the database.
+
+        Like `bridge fdb add`: without `vlan`, one entry in each VLAN the port
+        carries (portconfig.static_vlans); a VLAN the port does not carry is refused.
+        """
         self.bridge(bridge)
         if self._port_owner(port) != bridge:
             raise SwitchError(errno.ENOENT, f"no port named {port} on bridge {bridge}")
-        if mac[0] & 1:
-            raise SwitchError(errno.EINVAL, f"{format_mac(mac)} is a group address")
+        text = _checked(confcheck.check_static_mac, mac)
+        settings = self.desired["bridges"][bridge]["ports"][port].get("settings", {})
+        if vlan is None:
+            vlans = portconfig.static_vlans(settings)
+        elif portconfig.carries(settings, vlan):
+            vlans = [vlan]
+        else:
+            raise SwitchError(errno.EINVAL, f"port {port} does not carry VLAN {vlan}")
         new = dbmod.clone(self.desired)
-        statics = [e for e in new["bridges"][bridge]["config"].get("static-macs", [])
-                   if not (e["mac"] == format_mac(mac) and e["vlan"] == vlan)]
-        statics.append({"mac": format_mac(mac), "vlan": vlan, "port": port})
-        new["bridges"][bridge]["config"]["static-macs"] = statics
+        config = new["bridges"][bridge].setdefault("config", {})
+        statics = [e for e in config.get("static-macs", [])
+                   if not (e["mac"] == text and e["vlan"] in vlans)]
+        statics += [{"mac": text, "vlan": v, "port": port} for v in vlans]
+        config["static-macs"] = statics
         self._commit(new)
 
-    def fdb_del(self, bridge: str, mac: bytes, vlan: int = 0) -> None:
+    def fdb_del(self, bridge: str, mac: bytes, vlan: int | None = None) -> None:
+        """Remove MAC's entries, static or learned: in `vlan`, or in every VLAN."""
         br = self.bridge(bridge)
         text = format_mac(mac)
-        statics = self.desired["bridges"][bridge]["config"].get("static-macs", [])
-        kept = [e for e in statics if not (e["mac"] == text and e["vlan"] == vlan)]
+        statics = self.desired["bridges"][bridge].get("config", {}).get("static-macs", [])
+        kept = [e for e in statics
+                if not (parse_mac(e["mac"]) == mac and vlan in (None, e["vlan"]))]
+        tables = br.macs.vlans.values() if vlan is None else [br.macs.vlans.get(vlan, {})]
+        learned = [t[mac] for t in tables if mac in t and not t[mac].static]
+        if len(kept) == len(statics) and not learned:
+            where = "any VLAN" if vlan is None else f"VLAN {vlan}"
+            raise SwitchError(errno.ENOENT, f"no entry for {text} in {where} on bridge {bridge}")
+        for e in learned:
+            br.macs.delete(e.vlan, e.mac)
         if len(kept) != len(statics):
             new = dbmod.clone(self.desired)
             new["bridges"][bridge]["config"]["static-macs"] = kept
             self._commit(new)
-        elif not br.macs.delete(vlan, mac):
-            raise SwitchError(errno.ENOENT, f"no entry for {text} in VLAN {vlan} on bridge {bridge}")
 
     def fdb_flush(self, bridge: str, port: str | None = None) -> int:
         """Forget learned entries (static ones stay, as with `bridge fdb flush`)."""
@@ -236,21 +279,27 @@ class Switch:
 
     # -- reconciliation -----------------------------------------------------
     def _commit(self, new: dict, strict: str | None = None) -> None:
-        """Apply `new`, then persist it. With `strict`, failing to open that
-        port undoes the change and raises instead of leaving the port down."""
+        """Check `new` whole, then apply and persist it as one step: if opening a
+        port (with `strict`, that port; others may stay down), setting an MTU or
+        saving fails, the previous configuration is restored, running and stored."""
+        try:
+            dbmod.validate(new)
+        except dbmod.DatabaseError as exc:
+            raise SwitchError(errno.EINVAL, str(exc)) from None
         old = self.desired
         self.desired = new
         try:
             self.reconcile(strict=strict)
             self.db.save(new)
-        except NetdevError as exc:
+        except BaseException as exc:
             self.desired = old
             self.reconcile()
-            raise SwitchError(exc.errno or errno.EINVAL, str(exc)) from None
-        except OSError as exc:
-            self.desired = old
-            self.reconcile()
-            raise SwitchError(exc.errno or errno.EIO, f"cannot save configuration: {exc.strerror}") from None
+            if isinstance(exc, NetdevError):
+                raise SwitchError(exc.errno or errno.EINVAL, str(exc)) from None
+            if isinstance(exc, OSError):
+                raise SwitchError(exc.errno or errno.EIO,
+                                  f"cannot save configuration: {exc.strerror or exc}") from None
+            raise
 
     def reconcile(self, strict: str | None = None) -> None:
         want = self.desired["bridges"]
@@ -265,6 +314,7 @@ class Switch:
             conf = br_conf.get("config", {})
             br.macs.aging = float(conf.get("mac-aging-time", DEFAULT_AGING))
             br.macs.resize(int(conf.get("mac-table-size", DEFAULT_SIZE)))
+            br.forward_bpdu = bool(conf.get("forward-bpdu", False))
             for port_name in [p for p in br.ports if p not in br_conf["ports"]]:
                 self._remove_port(br, port_name)
             for port_name, port_conf in br_conf["ports"].items():
