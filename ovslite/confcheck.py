@@ -27,7 +27,7 @@ from .names import check_ifname
 from .portconfig import shown
 from .vnet import format_mac, parse_mac
 
-#: set-br settings: name -> (parser of a request's text or a database's value)
+#: the settings set-br takes (parse_bridge_setting checks them)
 BRIDGE_SETTINGS = ("mac-aging-time", "mac-table-size", "forward-bpdu")
 BRIDGE_KEYS = frozenset({"config", "ports"})
 PORT_KEYS = frozenset({"type", "options", "settings"})
@@ -54,7 +54,9 @@ def parse_bridge_setting(key: str, raw):
     """One set-br setting's value (text or typed) -> typed; None for '' (back to the default)."""
     if key not in BRIDGE_SETTINGS:
         raise ValueError(f"unknown bridge setting {shown(key)} (known: {', '.join(BRIDGE_SETTINGS)})")
-    if raw is None or isinstance(raw, str) and raw == "":
+    if raw is None:
+        raise ValueError(f"{key}: no value (give '' to reset it)")
+    if isinstance(raw, str) and raw == "":
         return None
     if key == "forward-bpdu":
         return portconfig.parse_bool(key, raw)

@@ -42,6 +42,12 @@ def _name(name: str, what: str) -> str:
     return _checked(check_ifname, name, what)
 
 
+def _names(port: str, bridge: str | None) -> None:
+    _name(port, "port")
+    if bridge is not None:
+        _name(bridge, "bridge")
+
+
 def _checked(check, *args):
     """check(*args), its ValueError turned into a refusal (EINVAL, the same message)."""
     try:
@@ -88,12 +94,14 @@ class Switch:
 
     # -- queries ------------------------------------------------------------
     def bridge(self, name: str) -> Bridge:
+        _name(name, "bridge")
         br = self.bridges.get(name)
         if br is None:
             raise SwitchError(errno.ENOENT, f"no bridge named {name}")
         return br
 
     def port(self, name: str, bridge: str | None = None) -> Port:
+        _names(name, bridge)
         port = self.ports.get(name)
         if port is None or (bridge is not None and port.bridge.name != bridge):
             where = f" on bridge {bridge}" if bridge else ""
@@ -119,6 +127,7 @@ class Switch:
         self._commit(new, strict=name)
 
     def del_bridge(self, name: str, if_exists: bool = False) -> None:
+        _name(name, "bridge")
         if name not in self.desired["bridges"]:
             if if_exists:
                 return
@@ -137,7 +146,7 @@ class Switch:
         settings: dict | None = None,
     ) -> None:
         """Add a port; `settings` (as for set_port) are applied with it, atomically."""
-        _name(name, "port")
+        _names(name, bridge)
         if bridge not in self.desired["bridges"]:
             raise SwitchError(errno.ENOENT, f"no bridge named {bridge}")
         owner = self._port_owner(name)
@@ -158,6 +167,7 @@ class Switch:
 
     def del_port(self, name: str, bridge: str | None = None, if_exists: bool = False) -> None:
         """Remove a port and, as the Linux bridge and OVS do, its static MACs."""
+        _names(name, bridge)
         owner = self._port_owner(name)
         if owner is None or (bridge is not None and owner != bridge):
             if if_exists:
@@ -183,6 +193,7 @@ class Switch:
         longer carries is refused, naming the entry: dropping the entry would lose
         configuration without a word, keeping it would keep an entry never used.
         """
+        _name(name, "port")
         owner = self._port_owner(name)
         if owner is None:
             raise SwitchError(errno.ENOENT, f"no port named {name}")
@@ -206,6 +217,7 @@ class Switch:
 
     def set_bridge(self, name: str, changes: dict) -> None:
         """mac-aging-time=SECONDS, mac-table-size=N, forward-bpdu=on|off ('' resets one)."""
+        _name(name, "bridge")
         if name not in self.desired["bridges"]:
             raise SwitchError(errno.ENOENT, f"no bridge named {name}")
         if not isinstance(changes, dict):
@@ -228,6 +240,7 @@ class Switch:
         carries (portconfig.static_vlans); a VLAN the port does not carry is refused.
         """
         self.bridge(bridge)
+        _name(port, "port")
         if self._port_owner(port) != bridge:
             raise SwitchError(errno.ENOENT, f"no port named {port} on bridge {bridge}")
         text = _checked(confcheck.check_static_mac, mac)
