@@ -54,9 +54,7 @@ def parse_bridge_setting(key: str, raw):
     """One set-br setting's value (text or typed) -> typed; None for '' (back to the default)."""
     if key not in BRIDGE_SETTINGS:
         raise ValueError(f"unknown bridge setting {shown(key)} (known: {', '.join(BRIDGE_SETTINGS)})")
-    if raw is None:
-        raise ValueError(f"{key}: no value (give '' to reset it)")
-    if isinstance(raw, str) and raw == "":
+    if raw is None or isinstance(raw, str) and raw == "":
         return None
     if key == "forward-bpdu":
         return portconfig.parse_bool(key, raw)
@@ -101,6 +99,9 @@ def check_port(name: str, port) -> None:
     try:
         if not isinstance(settings, dict) or not _same(portconfig.parse(settings), settings):
             raise ValueError("'settings' must be an object of typed values")
+        for key, value in settings.items():
+            if value is None:  # parse's "back to the default": not a stored value
+                raise ValueError(f"{key}: no value")
         portconfig.check_vlans(settings)
     except ValueError as exc:
         raise ValueError(f"port {name}: {exc}") from None
@@ -185,5 +186,5 @@ def _same(a, b) -> bool:
     if isinstance(a, dict):
         return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
     if isinstance(a, list):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
     return a == b

@@ -107,8 +107,8 @@ def _positive(key: str, text, lo: int, hi: int) -> int:
 def parse(settings: dict) -> dict:
     """Validate and type `settings` (strings or typed values); ValueError if bad.
 
-    An empty string removes a setting (back to its default); None is refused (JSON
-    null in a database, a request's item without a value).
+    An empty string or None removes a setting (back to its default); a database
+    holds no such removals (ovslite.confcheck refuses them there).
     """
     if not isinstance(settings, dict):
         raise ValueError(f"settings must be an object, not {type(settings).__name__}")
@@ -116,9 +116,7 @@ def parse(settings: dict) -> dict:
     for key, raw in settings.items():
         if key not in KNOWN:
             raise ValueError(f"unknown port setting {shown(key)} (known: {', '.join(KNOWN)})")
-        if raw is None:
-            raise ValueError(f"{key}: no value (give '' to reset it)")
-        if isinstance(raw, str) and raw == "":
+        if raw is None or isinstance(raw, str) and raw == "":
             out[key] = None
         elif key == "tag":
             out[key] = _vid(key, raw)

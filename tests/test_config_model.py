@@ -50,14 +50,13 @@ OPTIONS = {
 #: (valid changes, changes refused whatever the port's settings)
 PORT_SETTINGS = ([{}, {"tag": "10"}, {"tag": "20"}, {"trunks": "10,20"}, {"trunks": ""},
                   {"tag": ""}, {"vlan-mode": "native-untagged", "tag": "10"}, {"vlan-mode": ""},
-                  {"mtu": "1400"}, {"vlan-mode": "access"}],
-                 [{"tag": "5000"}, {"mtu": "1e400"}, {"nope": "1"}, {"learning": None},
-                  {"tag": 10.0}])
+                  {"mtu": "1400"}, {"vlan-mode": "access"}, {"learning": None}],
+                 [{"tag": "5000"}, {"mtu": "1e400"}, {"nope": "1"}, {"tag": 10.0}])
 BRIDGE_SETTINGS = ([{"mac-aging-time": "60"}, {"mac-table-size": "100"},
                     {"forward-bpdu": "on"}, {"forward-bpdu": ""}, {"mac-aging-time": ""}],
                    [{"mac-aging-time": "nan"}, {"mac-aging-time": "inf"},
                     {"mac-table-size": "0"}, {"forward-bpdu": "maybe"}, {"nope": "1"},
-                    {"mac-aging-time": None}, {"mac-table-size": True}])
+                    {"mac-table-size": True}])
 VLANS = [None, None, 0, 10, 20, 30, 4094]
 
 
