@@ -1,14 +1,13 @@
 """The switch: desired configuration in, bridges and open ports out.
 
-Every change is made by editing a copy of the desired configuration, checking
-that copy whole (ovslite.confcheck: names, types, options, settings, static
+Every change is made by editing a copy of the desired configuration
+(ovslite.confedit, one pure function per command), checking that copy whole (ovslite.confcheck: names, types, options, settings, static
 MACs, the same checks the database makes at load), and only then reconciling
 actual state against it (open what is missing, close what is no longer wanted)
 and saving it. A change that fails anywhere (a check, a port that will not
 open, a save) is undone, so the running configuration and the database are
 exactly as before it and the database never holds a change that was refused.
-A command also takes along what refers to what it deletes (a port's static
-MACs). At start-up, a port that cannot be opened stays configured and shows as
+At start-up, a port that cannot be opened stays configured and shows as
 down with the reason.
 """
 
@@ -18,42 +17,16 @@ import errno
 
 import structlog
 
-from . import confcheck, linkmon, portconfig
+from . import confedit, linkmon
 from . import db as dbmod
 from .bridge import Bridge, Port
+from .confedit import SwitchError
 from .datapath import Datapath
 from .mactable import DEFAULT_AGING, DEFAULT_SIZE
-from .names import check_ifname
 from .netdev import LinkStatus, NetdevError, netdev_class
 from .vnet import format_mac, parse_mac
 
 log = structlog.get_logger("ovslite.switch")
-
-
-class SwitchError(Exception):
-    """A refused request: `errno` for the protocol, message for the user."""
-
-    def __init__(self, err: int, message: str):
-        super().__init__(message)
-        self.errno = err
-
-
-def _name(name: str, what: str) -> str:
-    return _checked(check_ifname, name, what)
-
-
-def _names(port: str, bridge: str | None) -> None:
-    _name(port, "port")
-    if bridge is not None:
-        _name(bridge, "bridge")
-
-
-def _checked(check, *args):
-    """check(*args), its ValueError turned into a refusal (EINVAL, the same message)."""
-    try:
-        return check(*args)
-    except ValueError as exc:
-        raise SwitchError(errno.EINVAL, str(exc)) from None
 
 
 class Switch:
@@ -94,14 +67,14 @@ class Switch:
 
     # -- queries ------------------------------------------------------------
     def bridge(self, name: str) -> Bridge:
-        _name(name, "bridge")
+        confedit.name(name, "bridge")
         br = self.bridges.get(name)
         if br is None:
             raise SwitchError(errno.ENOENT, f"no bridge named {name}")
         return br
 
     def port(self, name: str, bridge: str | None = None) -> Port:
-        _names(name, bridge)
+        confedit.names(name, bridge)
         port = self.ports.get(name)
         if port is None or (bridge is not None and port.bridge.name != bridge):
             where = f" on bridge {bridge}" if bridge else ""
@@ -111,30 +84,12 @@ class Switch:
     def port_config(self, port: Port) -> dict:
         return self.desired["bridges"][port.bridge.name]["ports"][port.name]
 
-    # -- commands -----------------------------------------------------------
+    # -- commands (the edits themselves are in ovslite.confedit) -----------------
     def add_bridge(self, name: str, may_exist: bool = False) -> None:
-        _name(name, "bridge")
-        if name in self.desired["bridges"]:
-            if may_exist:
-                return
-            raise SwitchError(errno.EEXIST, f"bridge {name} already exists")
-        owner = self._port_owner(name)
-        if owner is not None:
-            raise SwitchError(errno.EEXIST, f"{name} is already a port on bridge {owner}")
-        new = dbmod.clone(self.desired)
-        # Like OVS, every bridge has an internal port of its own name: the host's way in.
-        new["bridges"][name] = {"config": {}, "ports": {name: {"type": "internal", "options": {}}}}
-        self._commit(new, strict=name)
+        self._commit(confedit.add_bridge(self.desired, name, may_exist), strict=name)
 
     def del_bridge(self, name: str, if_exists: bool = False) -> None:
-        _name(name, "bridge")
-        if name not in self.desired["bridges"]:
-            if if_exists:
-                return
-            raise SwitchError(errno.ENOENT, f"no bridge named {name}")
-        new = dbmod.clone(self.desired)
-        del new["bridges"][name]
-        self._commit(new)
+        self._commit(confedit.del_bridge(self.desired, name, if_exists))
 
     def add_port(
         self,
@@ -146,137 +101,39 @@ class Switch:
         settings: dict | None = None,
     ) -> None:
         """Add a port; `settings` (as for set_port) are applied with it, atomically."""
-        _names(name, bridge)
-        if bridge not in self.desired["bridges"]:
-            raise SwitchError(errno.ENOENT, f"no bridge named {bridge}")
-        owner = self._port_owner(name)
-        if owner is not None:
-            if may_exist and owner == bridge:
-                return
-            raise SwitchError(errno.EEXIST, f"port {name} already exists on bridge {owner}")
-        if name in self.desired["bridges"]:
-            raise SwitchError(errno.EEXIST, f"{name} is a bridge name")
-        options = {} if options is None else options
-        _checked(confcheck.check_options, name, type, options)
-        conf = {"type": type, "options": dict(options)}
-        if settings:
-            conf["settings"] = _checked(self._settings, name, {}, settings)
-        new = dbmod.clone(self.desired)
-        new["bridges"][bridge]["ports"][name] = conf
+        new = confedit.add_port(self.desired, bridge, name, type, options, may_exist, settings)
         self._commit(new, strict=name)
 
     def del_port(self, name: str, bridge: str | None = None, if_exists: bool = False) -> None:
         """Remove a port and, as the Linux bridge and OVS do, its static MACs."""
-        _names(name, bridge)
-        owner = self._port_owner(name)
-        if owner is None or (bridge is not None and owner != bridge):
-            if if_exists:
-                return
-            where = f" on bridge {bridge}" if bridge else ""
-            raise SwitchError(errno.ENOENT, f"no port named {name}{where}")
-        if name == owner:
-            raise SwitchError(
-                errno.EINVAL,
-                f"cannot delete port {name}: it is the local port of bridge {name} (use del-br)",
-            )
-        new = dbmod.clone(self.desired)
-        del new["bridges"][owner]["ports"][name]
-        config = new["bridges"][owner].get("config", {})
-        if "static-macs" in config:
-            config["static-macs"] = [e for e in config["static-macs"] if e["port"] != name]
-        self._commit(new)
+        self._commit(confedit.del_port(self.desired, name, bridge, if_exists))
 
     def set_port(self, name: str, changes: dict) -> None:
-        """Change switching settings (portconfig.KNOWN) of a live port; '' resets one.
-
-        A change that would leave one of the port's static MACs in a VLAN it no
-        longer carries is refused, naming the entry: dropping the entry would lose
-        configuration without a word, keeping it would keep an entry never used.
-        """
-        _name(name, "port")
-        owner = self._port_owner(name)
-        if owner is None:
-            raise SwitchError(errno.ENOENT, f"no port named {name}")
-        br_conf = self.desired["bridges"][owner]
-        settings = _checked(self._settings, name, br_conf["ports"][name].get("settings", {}),
-                            changes)
-        for e in br_conf.get("config", {}).get("static-macs", []):
-            if e["port"] == name and not portconfig.carries(settings, e["vlan"]):
-                raise SwitchError(errno.EINVAL, f"port {name} would no longer carry VLAN "
-                                  f"{e['vlan']} of its static MAC {e['mac']} (fdb-del it first)")
-        new = dbmod.clone(self.desired)
-        new["bridges"][owner]["ports"][name]["settings"] = settings
-        self._commit(new)
-
-    @staticmethod
-    def _settings(name: str, current: dict, changes) -> dict:
-        try:
-            return portconfig.merge(current, portconfig.parse(changes))
-        except ValueError as exc:
-            raise ValueError(f"port {name}: {exc}") from None
+        """Change switching settings (portconfig.KNOWN) of a live port; '' resets one."""
+        self._commit(confedit.set_port(self.desired, name, changes))
 
     def set_bridge(self, name: str, changes: dict) -> None:
         """mac-aging-time=SECONDS, mac-table-size=N, forward-bpdu=on|off ('' resets one)."""
-        _name(name, "bridge")
-        if name not in self.desired["bridges"]:
-            raise SwitchError(errno.ENOENT, f"no bridge named {name}")
-        if not isinstance(changes, dict):
-            raise SwitchError(errno.EINVAL, "bridge settings must be KEY=VALUE pairs")
-        config = dict(self.desired["bridges"][name].get("config", {}))
-        for key, text in changes.items():
-            value = _checked(confcheck.parse_bridge_setting, key, text)
-            if value is None:
-                config.pop(key, None)
-            else:
-                config[key] = value
-        new = dbmod.clone(self.desired)
-        new["bridges"][name]["config"] = config
-        self._commit(new)
+        self._commit(confedit.set_bridge(self.desired, name, changes))
 
     def fdb_add(self, bridge: str, mac: bytes, port: str, vlan: int | None = None) -> None:
         """A static entry: never aged, never moved by learning; kept in the database.
-
-        Like `bridge fdb add`: without `vlan`, one entry in each VLAN the port
-        carries (portconfig.static_vlans); a VLAN the port does not carry is refused.
-        """
-        self.bridge(bridge)
-        _name(port, "port")
-        if self._port_owner(port) != bridge:
-            raise SwitchError(errno.ENOENT, f"no port named {port} on bridge {bridge}")
-        text = _checked(confcheck.check_static_mac, mac)
-        settings = self.desired["bridges"][bridge]["ports"][port].get("settings", {})
-        if vlan is None:
-            vlans = portconfig.static_vlans(settings)
-        elif portconfig.carries(settings, vlan):
-            vlans = [vlan]
-        else:
-            raise SwitchError(errno.EINVAL, f"port {port} does not carry VLAN {vlan}")
-        new = dbmod.clone(self.desired)
-        config = new["bridges"][bridge].setdefault("config", {})
-        statics = [e for e in config.get("static-macs", [])
-                   if not (e["mac"] == text and e["vlan"] in vlans)]
-        statics += [{"mac": text, "vlan": v, "port": port} for v in vlans]
-        config["static-macs"] = statics
-        self._commit(new)
+        Without `vlan`: in each VLAN the port carries (as `bridge fdb add`)."""
+        self._commit(confedit.fdb_add(self.desired, bridge, mac, port, vlan))
 
     def fdb_del(self, bridge: str, mac: bytes, vlan: int | None = None) -> None:
         """Remove MAC's entries, static or learned: in `vlan`, or in every VLAN."""
         br = self.bridge(bridge)
-        text = format_mac(mac)
-        statics = self.desired["bridges"][bridge].get("config", {}).get("static-macs", [])
-        kept = [e for e in statics
-                if not (parse_mac(e["mac"]) == mac and vlan in (None, e["vlan"]))]
+        new = confedit.fdb_del(self.desired, bridge, mac, vlan)
         tables = br.macs.vlans.values() if vlan is None else [br.macs.vlans.get(vlan, {})]
         learned = [t[mac] for t in tables if mac in t and not t[mac].static]
-        if len(kept) == len(statics) and not learned:
+        if new is None and not learned:
             where = "any VLAN" if vlan is None else f"VLAN {vlan}"
-            raise SwitchError(errno.ENOENT, f"no entry for {text} in {where} on bridge {bridge}")
+            raise SwitchError(errno.ENOENT,
+                              f"no entry for {format_mac(mac)} in {where} on bridge {bridge}")
         for e in learned:
             br.macs.delete(e.vlan, e.mac)
-        if len(kept) != len(statics):
-            new = dbmod.clone(self.desired)
-            new["bridges"][bridge]["config"]["static-macs"] = kept
-            self._commit(new)
+        self._commit(new)
 
     def fdb_flush(self, bridge: str, port: str | None = None) -> int:
         """Forget learned entries (static ones stay, as with `bridge fdb flush`)."""
@@ -284,17 +141,14 @@ class Switch:
         target = self.port(port, bridge) if port is not None else None
         return br.macs.flush(target)
 
-    def _port_owner(self, name: str) -> str | None:
-        for br_name, br in self.desired["bridges"].items():
-            if name in br["ports"]:
-                return br_name
-        return None
-
     # -- reconciliation -----------------------------------------------------
-    def _commit(self, new: dict, strict: str | None = None) -> None:
+    def _commit(self, new: dict | None, strict: str | None = None) -> None:
         """Check `new` whole, then apply and persist it as one step: if opening a
         port (with `strict`, that port; others may stay down), setting an MTU or
-        saving fails, the previous configuration is restored, running and stored."""
+        saving fails, the previous configuration is restored, running and stored.
+        None: nothing to do."""
+        if new is None:
+            return
         try:
             dbmod.validate(new)
         except dbmod.DatabaseError as exc:
