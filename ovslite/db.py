@@ -121,8 +121,10 @@ class ConfigDB:
         except DatabaseError as exc:
             raise DatabaseError(f"{self.path} is corrupt: {exc}") from None
 
-    def save(self, doc: dict) -> None:
-        validate(doc)
+    def save(self, doc: dict, checked: bool = False) -> None:
+        """Write `doc` atomically; `checked`: the caller has just validated it."""
+        if not checked:
+            validate(doc)
         data = json.dumps(doc, indent=2, sort_keys=True).encode() + b"\n"
         directory = self.directory
         os.makedirs(directory, exist_ok=True)

@@ -157,7 +157,7 @@ class Switch:
         self.desired = new
         try:
             self.reconcile(strict=strict)
-            self.db.save(new)
+            self.db.save(new, checked=True)
         except BaseException as exc:
             self.desired = old
             self.reconcile()

@@ -240,10 +240,10 @@ class SaveFails:
         self.armed = False
         real = ConfigDB.save
 
-        def save(db, doc):
+        def save(db, doc, **kwargs):
             if self.armed:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            return real(db, doc)
+            return real(db, doc, **kwargs)
 
         monkeypatch.setattr(ConfigDB, "save", save)
 
