@@ -157,3 +157,74 @@ def test_forward_bpdu_is_stored_applied_shown_and_reset(server, daemon):
     assert br.forward_bpdu is False
     assert "forward-bpdu" not in ConfigDB(daemon.switch.db.path).load()["bridges"]["br0"]["config"]
     assert "forward-bpdu" not in server("show").stdout
+
+
+# -- random configuration requests over the socket: never EIO -----------------------------
+
+TEXTS = [None, "", "x", "p1", "br0", "tap%d", "x" * 16, "10", "0", "-1", "4095", "1e400", "nan",
+         "on", "maybe", "10,20", "native-untagged", "access", "a b", "peer", "color", "tag",
+         "mtu", "netns_pid", "mac-aging-time", "mac-table-size", "forward-bpdu", "é" * 8]
+
+
+def raw_request(cmd: Cmd, attrs: list, seq: int) -> bytes:
+    msg = m.ovslitemsg()
+    msg["cmd"] = int(cmd)
+    msg["version"] = m.OVSLITE_PROTOCOL_VERSION
+    msg["attrs"] = attrs
+    msg["header"]["type"] = m.OVSLITE_FAMILY
+    msg["header"]["flags"] = m.NLM_F_REQUEST | m.NLM_F_ACK
+    msg["header"]["sequence_number"] = seq
+    msg.encode()
+    return bytes(msg.data)
+
+
+def random_items(rng) -> dict:
+    items = []
+    for _ in range(rng.randint(0, 3)):
+        key, value = rng.choice(TEXTS), rng.choice(TEXTS)
+        item = ([(KEY, key)] if key is not None else []) + \
+               ([(VALUE, value)] if value is not None else [])
+        items.append((ITEM, {"attrs": item}))
+    return {"attrs": items}
+
+
+def random_config_request(rng, seq: int) -> bytes:
+    def name():
+        return rng.choice(["br0", "br1", "p1", "p2", "tap%d", "x" * 16, "", "a b", "p\n1"])
+
+    cmd = rng.choice([Cmd.ADD_BR, Cmd.DEL_BR, Cmd.ADD_PORT, Cmd.DEL_PORT, Cmd.SET_PORT,
+                      Cmd.SET_BR, Cmd.FDB_ADD, Cmd.FDB_DEL])
+    attrs = [("OVSLITE_ATTR_BRIDGE", name())]
+    if cmd in (Cmd.ADD_PORT, Cmd.DEL_PORT, Cmd.SET_PORT, Cmd.FDB_ADD):
+        attrs.append(("OVSLITE_ATTR_PORT", name()))
+    if cmd == Cmd.ADD_PORT:
+        attrs += [("OVSLITE_ATTR_TYPE", rng.choice([TYPE, "patch", "internal", "nosuch"])),
+                  ("OVSLITE_ATTR_OPTIONS", random_items(rng))]
+    if cmd in (Cmd.ADD_PORT, Cmd.SET_PORT, Cmd.SET_BR):
+        attrs.append(("OVSLITE_ATTR_SETTINGS", random_items(rng)))
+    if cmd in (Cmd.FDB_ADD, Cmd.FDB_DEL):
+        attrs.append(("OVSLITE_ATTR_MAC", rng.choice(
+            ["02:00:00:00:00:01", "01:00:5e:00:00:01", "00:00:00:00:00:00"])))
+        if rng.random() < 0.5:
+            attrs.append(("OVSLITE_ATTR_VLAN", rng.choice([0, 10, 4094, 4095, 65535])))
+    return raw_request(cmd, attrs, seq)
+
+
+def test_random_configuration_requests_never_get_eio(daemon):
+    import random
+
+    rng = random.Random(12)
+    s = raw_conn(daemon.path)
+    answers = {}
+    try:
+        for seq in range(1, 1501):
+            s.send(random_config_request(rng, seq))
+            reply = m.decode_reply(s.recv(m.MAX_MSG_SIZE))
+            assert reply.errno != errno.EIO, reply.message
+            assert "\n" not in reply.message
+            answers[reply.errno] = answers.get(reply.errno, 0) + 1
+    finally:
+        s.close()
+    assert answers.get(0, 0) > 50 and answers.get(errno.EINVAL, 0) > 300, answers
+    # what was acknowledged is what is stored, and it loads
+    assert ConfigDB(daemon.switch.db.path).load() == daemon.lt.call(lambda: daemon.switch.desired)
