@@ -3,10 +3,14 @@
     {"format": 1, "bridges": {"br0": {"config": {}, "ports": {
         "veth0": {"type": "system", "options": {}}}}}}
 
-Writes are atomic: a temporary file in the same directory, fsync, rename, then
-fsync of the directory, so a crash leaves either the old or the new file. A file
-that does not parse or validate is refused with a one-line reason and never
-rewritten, so a human can repair it.
+Writes are atomic: a temporary file in the same directory (".conf.db.XXXXXXXX"),
+fsync, rename, then fsync of the directory, so a crash leaves either the old or
+the new file; a kill between the two leaves the temporary file, which the
+daemon removes at its next start (remove_leftovers). A file that does not parse
+or validate is refused with a one-line reason and never rewritten, so a human
+can repair it. Validation is ovslite.confcheck, the checks every command makes;
+JSON's extensions NaN and Infinity, numbers beyond a float (1e400), nesting
+deeper than the parser's recursion and files over MAX_SIZE are refused too.
 """
 
 from __future__ import annotations
