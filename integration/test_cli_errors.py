@@ -3,6 +3,8 @@ non-zero exit, no traceback, and the configuration left as it was."""
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
 
 import pytest
@@ -82,4 +84,42 @@ def test_may_exist_and_if_exists_succeed_without_change(setup, args):
     proc = setup.daemon.ctl(*args, check=False)
     assert proc.returncode == 0, f"ovslite-ctl {' '.join(args)}: {proc.stderr!r}"
     assert proc.stderr == ""
+    assert setup.snapshot() == before
+
+
+def test_deleting_a_port_with_a_static_mac_leaves_configuration_writable(daemon, net):
+    """The issue's sequence through the real CLI: before, every later write failed with
+    'internal error ... static-macs: entry names no port of the bridge', and the
+    database still listed the deleted port."""
+    br, br1, p1, p2 = net.name("br"), net.name("bq"), net.name("p1"), net.name("p2")
+    daemon.ctl("add-br", br)
+    daemon.ctl("add-port", br, p1, "--type", "patch", "--peer", p2)
+    daemon.ctl("fdb-add", br, "02:00:00:00:00:01", p1)
+    assert "02:00:00:00:00:01" in daemon.ctl("fdb-show", br).stdout
+    daemon.ctl("del-port", p1)
+    daemon.ctl("add-br", br1)
+    daemon.ctl("set-br", br, "mac-aging-time=60")
+    assert sorted(daemon.ctl("list-br").stdout.split()) == sorted([br, br1])
+    assert daemon.ctl("list-ports", br).stdout == ""
+    assert "02:00:00:00:00:01" not in daemon.ctl("fdb-show", br).stdout
+    stored = json.loads(daemon.db.read_text())
+    assert p1 not in stored["bridges"][br]["ports"]
+    assert stored["bridges"][br]["config"].get("static-macs", []) == []
+    daemon.restart()
+    assert sorted(daemon.ctl("list-br").stdout.split()) == sorted([br, br1])
+
+
+def test_a_name_the_kernel_would_rewrite_is_refused_and_nothing_is_made(setup, net):
+    """Before: 'add-port BR tap%d --type tap' succeeded, the kernel made tap0 (or the
+    next free number) and `show` listed 'tap%d'."""
+    before = setup.snapshot()
+    links = set(os.listdir("/sys/class/net"))
+    stem = net.name("t")
+    for args in (["add-port", setup.br, stem + "%d", "--type", "tap"],
+                 ["add-br", stem + "%d"],
+                 ["add-port", setup.br, stem, "--type", "patch", "--peer", "x" * 16]):
+        proc = setup.daemon.ctl(*args, check=False)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert len(proc.stderr.splitlines()) == 1 and "Traceback" not in proc.stderr
+    assert set(os.listdir("/sys/class/net")) - links == set()
     assert setup.snapshot() == before

@@ -68,6 +68,11 @@ class Daemon:
         server.open()  # refuse early if another daemon owns the socket
         links = LinkMonitor(loop, switch.link_event)  # before ports open: no event is missed
         _socket_group(self.args.socket)
+        # The socket is ours, so no other daemon writes this database: what a kill
+        # left of a write is garbage.
+        leftovers = switch.db.remove_leftovers()
+        if leftovers:
+            log.info("removed temporary files of an interrupted write", files=leftovers)
         try:
             switch.load()
         except DatabaseError:
@@ -151,16 +156,13 @@ class Daemon:
         """SIGHUP: re-read the database and reconcile; a bad file changes nothing."""
         sdnotify.reloading("reloading " + self.args.db)
         try:
-            desired = switch.db.load()
+            switch.reload()
+            log.info("reloaded", db=self.args.db, bridges=len(switch.bridges),
+                     ports=len(switch.ports))
         except DatabaseError as exc:
             log.error("reload refused, keeping the running configuration", error=str(exc))
             sdnotify.ready(_status(switch) + "; reload refused: " + str(exc))
             return
-        try:
-            switch.desired = desired
-            switch.reconcile()
-            log.info("reloaded", db=self.args.db, bridges=len(switch.bridges),
-                     ports=len(switch.ports))
         except Exception:
             log.exception("reload failed")
         sdnotify.ready(_status(switch))  # the reload is over either way

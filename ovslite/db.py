@@ -3,26 +3,33 @@
     {"format": 1, "bridges": {"br0": {"config": {}, "ports": {
         "veth0": {"type": "system", "options": {}}}}}}
 
-Writes are atomic: a temporary file in the same directory, fsync, rename, then
-fsync of the directory, so a crash leaves either the old or the new file. A file
-that does not parse or validate is refused with a one-line reason and never
-rewritten, so a human can repair it.
+Writes are atomic: a temporary file in the same directory (".conf.db.XXXXXXXX"),
+fsync, rename, then fsync of the directory, so a crash leaves either the old or
+the new file; a kill between the two leaves the temporary file, which the
+daemon removes at its next start (remove_leftovers). A file that does not parse
+or validate is refused with a one-line reason and never rewritten, so a human
+can repair it. Validation is ovslite.confcheck, the checks every command makes;
+JSON's extensions NaN and Infinity, numbers beyond a float (1e400), nesting
+deeper than the parser's recursion and files over MAX_SIZE are refused too.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import math
 import os
+import re
 import tempfile
 
-from . import portconfig
-from .names import check_ifname
-from .vnet import parse_mac
+from .confcheck import BRIDGE_SETTINGS, check_bridges
+from .portconfig import shown
+
+__all__ = ["BRIDGE_SETTINGS", "ConfigDB", "DatabaseError", "clone", "empty", "validate"]
 
 FORMAT = 1
-#: bridge settings users set (set-br) and the JSON types they accept
-BRIDGE_SETTINGS = {"mac-aging-time": (int, float), "mac-table-size": (int,)}
+#: the largest database read (a file far beyond any real configuration is a mistake)
+MAX_SIZE = 64 << 20
 
 
 class DatabaseError(Exception):
@@ -34,92 +41,98 @@ def empty() -> dict:
 
 
 def validate(doc) -> dict:
-    """Raise DatabaseError unless `doc` is a well-formed configuration."""
+    """Raise DatabaseError unless `doc` is a well-formed configuration: the same
+    checks every command makes (ovslite.confcheck), so no file holds what a command
+    would refuse."""
     if not isinstance(doc, dict) or type(doc.get("format")) is not int or doc["format"] != FORMAT:
         raise DatabaseError(f"not an ovslite database of format {FORMAT}")
-    bridges = doc.get("bridges")
-    if not isinstance(bridges, dict):
-        raise DatabaseError("'bridges' must be an object")
-    seen: set[str] = set()
-    for br_name, br in bridges.items():
-        try:
-            check_ifname(br_name, "bridge")
-        except ValueError as exc:
-            raise DatabaseError(str(exc)) from None
-        if not isinstance(br, dict) or not isinstance(br.get("ports"), dict):
-            raise DatabaseError(f"bridge {br_name}: 'ports' must be an object")
-        config = br.get("config", {})
-        if not isinstance(config, dict):
-            raise DatabaseError(f"bridge {br_name}: 'config' must be an object")
-        for key, kind in BRIDGE_SETTINGS.items():
-            value = config.get(key)
-            if value is not None and (type(value) not in kind or value <= 0):
-                raise DatabaseError(f"bridge {br_name}: {key} must be a positive number")
-        _check_statics(br_name, config.get("static-macs", []), br["ports"])
-        for port_name, port in br["ports"].items():
-            try:
-                check_ifname(port_name, "port")
-            except ValueError as exc:
-                raise DatabaseError(f"bridge {br_name}: {exc}") from None
-            if port_name in seen:
-                raise DatabaseError(f"port {port_name} is on more than one bridge")
-            seen.add(port_name)
-            if not isinstance(port, dict) or not isinstance(port.get("type"), str):
-                raise DatabaseError(f"port {port_name}: 'type' must be a string")
-            if not isinstance(port.get("options", {}), dict):
-                raise DatabaseError(f"port {port_name}: 'options' must be an object")
-            settings = port.get("settings", {})
-            try:
-                if not isinstance(settings, dict) or portconfig.parse(settings) != settings:
-                    raise ValueError("'settings' must be an object of typed values")
-                portconfig.check_vlans(settings)
-            except ValueError as exc:
-                raise DatabaseError(f"port {port_name}: {exc}") from None
+    unknown = [k for k in doc if k not in ("format", "bridges")]
+    if unknown:
+        raise DatabaseError(f"unknown key {shown(unknown[0])}")
+    try:
+        check_bridges(doc.get("bridges"))
+    except ValueError as exc:
+        raise DatabaseError(str(exc)) from None
     return doc
 
 
-def _check_statics(br_name: str, statics, ports: dict) -> None:
-    if not isinstance(statics, list):
-        raise DatabaseError(f"bridge {br_name}: 'static-macs' must be a list")
-    for e in statics:
-        try:
-            if not isinstance(e, dict) or e.get("port") not in ports:
-                raise ValueError("entry names no port of the bridge")
-            parse_mac(e.get("mac", ""))
-            if type(e.get("vlan")) is not int or not 0 <= e["vlan"] <= 4094:
-                raise ValueError("entry has no valid vlan")
-        except (ValueError, AttributeError) as exc:
-            raise DatabaseError(f"bridge {br_name}: static-macs: {exc}") from None
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number {text[:30]} is out of range")
+    return value
+
+
+def parse(raw: bytes) -> dict:
+    """The JSON text of a database -> its document (not yet validated); ValueError if
+    it is not JSON, or uses what JSON does not have (NaN, Infinity, 1e400)."""
+    try:
+        return json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
 
 
 class ConfigDB:
     def __init__(self, path: str):
         self.path = path
+        self.directory = os.path.dirname(os.path.abspath(path))
+        #: a write's temporary file: "." + the file's name + "." + mkstemp's 8 characters
+        self.temp_prefix = "." + os.path.basename(path) + "."
+
+    def remove_leftovers(self) -> list[str]:
+        """Remove the temporary files of writes a kill interrupted; return their names.
+
+        Only this database's (its own prefix and mkstemp's 8 random characters, in
+        its directory): call it before the first write, while no other writer can be.
+        """
+        leftover = re.compile(re.escape(self.temp_prefix) + r"[a-z0-9_]{8}")
+        try:
+            names = os.listdir(self.directory)
+        except OSError:
+            return []  # no directory yet: nothing left over
+        removed = []
+        for name in names:
+            path = os.path.join(self.directory, name)
+            if leftover.fullmatch(name) and os.path.isfile(path) and not os.path.islink(path):
+                try:
+                    os.unlink(path)
+                    removed.append(name)
+                except FileNotFoundError:
+                    pass
+        return removed
 
     def load(self) -> dict:
         """The stored configuration, or an empty one if the file does not exist."""
         try:
             with open(self.path, "rb") as f:
-                raw = f.read()
+                raw = f.read(MAX_SIZE + 1)
         except FileNotFoundError:
             return empty()
         except OSError as exc:
             raise DatabaseError(f"cannot read {self.path}: {exc.strerror}") from None
+        if len(raw) > MAX_SIZE:
+            raise DatabaseError(f"{self.path} is corrupt: larger than {MAX_SIZE >> 20} MB")
         try:
-            doc = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
+            doc = parse(raw)
+        except ValueError as exc:  # UnicodeDecodeError is one
             raise DatabaseError(f"{self.path} is corrupt: {exc}") from None
         try:
             return validate(doc)
         except DatabaseError as exc:
             raise DatabaseError(f"{self.path} is corrupt: {exc}") from None
 
-    def save(self, doc: dict) -> None:
-        validate(doc)
+    def save(self, doc: dict, checked: bool = False) -> None:
+        """Write `doc` atomically; `checked`: the caller has just validated it."""
+        if not checked:
+            validate(doc)
         data = json.dumps(doc, indent=2, sort_keys=True).encode() + b"\n"
-        directory = os.path.dirname(os.path.abspath(self.path))
+        directory = self.directory
         os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".conf.db.", dir=directory)
+        fd, tmp = tempfile.mkstemp(prefix=self.temp_prefix, dir=directory)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)

@@ -10,7 +10,10 @@ Design, after Open vSwitch's lib/mac-learning.h:
   `expire` removes such entries in bulk and is called from a timer, not per frame.
   It finds them in a timing wheel (ovslite/aging.py), so a pass costs what
   expires, not the table's size; refreshing an entry stays one attribute write.
-- Static entries (fdb-add) never age, are never moved by learning, never evicted.
+- Static entries (fdb-add) never age, are never moved by learning, never evicted,
+  and do not count toward `max_entries`, which bounds learning (as the kernel's
+  fdb_max_learned): a table holding many static entries still learns up to its
+  limit. The static entries are bounded by the configuration instead.
 - When the table is full, a new MAC evicts the least recently seen entry of the
   port that holds the most entries, so one port flooding random source MACs
   pushes out its own entries first, not every other port's hosts. Recency is
@@ -110,6 +113,7 @@ class MacTable:
         self.vlans: dict[int, dict[bytes, MacEntry]] = {}
         self.entries = Entries(self)
         self._count = 0
+        self._static = 0  # of _count; learning is bounded by the others
         # Learned entries per port, in eviction order (ports in first-learned order).
         self._queues: dict[Hashable, _Queue] = {}
         #: learned entries by when they may next be due for aging
@@ -160,7 +164,7 @@ class MacTable:
             self._event("moved", moved, entry.port)
             return
         # Eviction never drops a VLAN's dict, so `t` is still the table's.
-        if self._count >= self.max_entries and not self._evict_one():
+        if self._count - self._static >= self.max_entries and not self._evict_one():
             return
         entry = t[mac] = MacEntry(vlan, mac, port, now)
         self._count += 1
@@ -243,9 +247,9 @@ class MacTable:
             q.items = deque(e for e in q.items if e.queued is not None)
 
     def resize(self, max_entries: int) -> None:
-        """A new size limit; a smaller table evicts (fairly) down to it at once."""
+        """A new limit of learned entries; a smaller one evicts (fairly) down to it at once."""
         self.max_entries = max_entries
-        while self._count > max_entries and self._evict_one():
+        while self._count - self._static > max_entries and self._evict_one():
             pass
 
     def add_static(self, vlan: int, mac: bytes, port: Hashable, now: float) -> None:
@@ -255,6 +259,7 @@ class MacTable:
             self._remove(old)
         t[mac] = MacEntry(vlan, mac, port, now, static=True)
         self._count += 1
+        self._static += 1
 
     def delete(self, vlan: int, mac: bytes) -> bool:
         entry = self.get(vlan, mac)
@@ -265,7 +270,9 @@ class MacTable:
     def _remove(self, entry: MacEntry, filed: bool = True) -> None:
         del self.vlans[entry.vlan][entry.mac]
         self._count -= 1
-        if not entry.static:
+        if entry.static:
+            self._static -= 1
+        else:
             self._dequeue(entry, filed)
 
     def _drop_empty(self) -> None:

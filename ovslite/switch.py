@@ -1,10 +1,14 @@
 """The switch: desired configuration in, bridges and open ports out.
 
-Every change is made by editing a copy of the desired configuration and
-reconciling actual state against it (open what is missing, close what is no
-longer wanted). A command's change is persisted only once it has been applied,
-so the database never holds a port the daemon refused. At start-up, a port that
-cannot be opened stays configured and shows as down with the reason.
+Every change is made by editing a copy of the desired configuration
+(ovslite.confedit, one pure function per command), checking that copy whole (ovslite.confcheck: names, types, options, settings, static
+MACs, the same checks the database makes at load), and only then reconciling
+actual state against it (open what is missing, close what is no longer wanted)
+and saving it. A change that fails anywhere (a check, a port that will not
+open, a save) is undone, so the running configuration and the database are
+exactly as before it and the database never holds a change that was refused.
+At start-up, a port that cannot be opened stays configured and shows as
+down with the reason.
 """
 
 from __future__ import annotations
@@ -13,31 +17,16 @@ import errno
 
 import structlog
 
+from . import confedit, linkmon
 from . import db as dbmod
-from . import linkmon, portconfig
 from .bridge import Bridge, Port
+from .confedit import SwitchError
 from .datapath import Datapath
 from .mactable import DEFAULT_AGING, DEFAULT_SIZE
-from .names import check_ifname
 from .netdev import LinkStatus, NetdevError, netdev_class
 from .vnet import format_mac, parse_mac
 
 log = structlog.get_logger("ovslite.switch")
-
-
-class SwitchError(Exception):
-    """A refused request: `errno` for the protocol, message for the user."""
-
-    def __init__(self, err: int, message: str):
-        super().__init__(message)
-        self.errno = err
-
-
-def _name(name: str, what: str) -> str:
-    try:
-        return check_ifname(name, what)
-    except ValueError as exc:
-        raise SwitchError(errno.EINVAL, str(exc)) from None
 
 
 class Switch:
@@ -61,18 +50,31 @@ class Switch:
         self.desired = self.db.load()
         self.reconcile()
 
+    def reload(self) -> None:
+        """Re-read the database (SIGHUP); a bad file (DatabaseError) changes nothing."""
+        desired = self.db.load()
+        old, self.desired = self.desired, desired
+        try:
+            self.reconcile()
+        except BaseException:
+            self.desired = old
+            self.reconcile()
+            raise
+
     def shutdown(self) -> None:
         for name in list(self.bridges):
             self._remove_bridge(name)
 
     # -- queries ------------------------------------------------------------
     def bridge(self, name: str) -> Bridge:
+        confedit.name(name, "bridge")
         br = self.bridges.get(name)
         if br is None:
             raise SwitchError(errno.ENOENT, f"no bridge named {name}")
         return br
 
     def port(self, name: str, bridge: str | None = None) -> Port:
+        confedit.names(name, bridge)
         port = self.ports.get(name)
         if port is None or (bridge is not None and port.bridge.name != bridge):
             where = f" on bridge {bridge}" if bridge else ""
@@ -82,28 +84,12 @@ class Switch:
     def port_config(self, port: Port) -> dict:
         return self.desired["bridges"][port.bridge.name]["ports"][port.name]
 
-    # -- commands -----------------------------------------------------------
+    # -- commands (the edits themselves are in ovslite.confedit) -----------------
     def add_bridge(self, name: str, may_exist: bool = False) -> None:
-        _name(name, "bridge")
-        if name in self.desired["bridges"]:
-            if may_exist:
-                return
-            raise SwitchError(errno.EEXIST, f"bridge {name} already exists")
-        if name in self.ports:
-            raise SwitchError(errno.EEXIST, f"{name} is already a port on bridge {self.ports[name].bridge.name}")
-        new = dbmod.clone(self.desired)
-        # Like OVS, every bridge has an internal port of its own name: the host's way in.
-        new["bridges"][name] = {"config": {}, "ports": {name: {"type": "internal", "options": {}}}}
-        self._commit(new, strict=name)
+        self._commit(confedit.add_bridge(self.desired, name, may_exist), strict=name)
 
     def del_bridge(self, name: str, if_exists: bool = False) -> None:
-        if name not in self.desired["bridges"]:
-            if if_exists:
-                return
-            raise SwitchError(errno.ENOENT, f"no bridge named {name}")
-        new = dbmod.clone(self.desired)
-        del new["bridges"][name]
-        self._commit(new)
+        self._commit(confedit.del_bridge(self.desired, name, if_exists))
 
     def add_port(
         self,
@@ -115,112 +101,39 @@ class Switch:
         settings: dict | None = None,
     ) -> None:
         """Add a port; `settings` (as for set_port) are applied with it, atomically."""
-        _name(name, "port")
-        if bridge not in self.desired["bridges"]:
-            raise SwitchError(errno.ENOENT, f"no bridge named {bridge}")
-        owner = self._port_owner(name)
-        if owner is not None:
-            if may_exist and owner == bridge:
-                return
-            raise SwitchError(errno.EEXIST, f"port {name} already exists on bridge {owner}")
-        if name in self.desired["bridges"]:
-            raise SwitchError(errno.EEXIST, f"{name} is a bridge name")
-        options = dict(options or {})
-        try:
-            cls = netdev_class(type)
-        except NetdevError as exc:
-            raise SwitchError(errno.EINVAL, str(exc)) from None
-        unknown = set(options) - cls.options
-        if unknown:
-            raise SwitchError(errno.EINVAL, f"port type {type} has no option {sorted(unknown)[0]!r}")
-        conf = {"type": type, "options": options}
-        if settings:
-            try:
-                conf["settings"] = portconfig.merge({}, portconfig.parse(settings))
-            except ValueError as exc:
-                raise SwitchError(errno.EINVAL, f"port {name}: {exc}") from None
-        new = dbmod.clone(self.desired)
-        new["bridges"][bridge]["ports"][name] = conf
+        new = confedit.add_port(self.desired, bridge, name, type, options, may_exist, settings)
         self._commit(new, strict=name)
 
     def del_port(self, name: str, bridge: str | None = None, if_exists: bool = False) -> None:
-        owner = self._port_owner(name)
-        if owner is None or (bridge is not None and owner != bridge):
-            if if_exists:
-                return
-            where = f" on bridge {bridge}" if bridge else ""
-            raise SwitchError(errno.ENOENT, f"no port named {name}{where}")
-        if name == owner:
-            raise SwitchError(
-                errno.EINVAL,
-                f"cannot delete port {name}: it is the local port of bridge {name} (use del-br)",
-            )
-        new = dbmod.clone(self.desired)
-        del new["bridges"][owner]["ports"][name]
-        self._commit(new)
+        """Remove a port and, as the Linux bridge and OVS do, its static MACs."""
+        self._commit(confedit.del_port(self.desired, name, bridge, if_exists))
 
     def set_port(self, name: str, changes: dict) -> None:
         """Change switching settings (portconfig.KNOWN) of a live port; '' resets one."""
-        owner = self._port_owner(name)
-        if owner is None:
-            raise SwitchError(errno.ENOENT, f"no port named {name}")
-        conf = self.desired["bridges"][owner]["ports"][name]
-        try:
-            settings = portconfig.merge(conf.get("settings", {}), portconfig.parse(changes))
-        except ValueError as exc:
-            raise SwitchError(errno.EINVAL, f"port {name}: {exc}") from None
-        new = dbmod.clone(self.desired)
-        new["bridges"][owner]["ports"][name]["settings"] = settings
-        self._commit(new)
+        self._commit(confedit.set_port(self.desired, name, changes))
 
     def set_bridge(self, name: str, changes: dict) -> None:
-        """mac-aging-time=SECONDS, mac-table-size=N ('' resets to the default)."""
-        if name not in self.desired["bridges"]:
-            raise SwitchError(errno.ENOENT, f"no bridge named {name}")
-        config = dict(self.desired["bridges"][name].get("config", {}))
-        for key, text in changes.items():
-            if key not in dbmod.BRIDGE_SETTINGS:
-                known = ", ".join(dbmod.BRIDGE_SETTINGS)
-                raise SwitchError(errno.EINVAL, f"unknown bridge setting {key!r} (known: {known})")
-            if text in ("", None):
-                config.pop(key, None)
-                continue
-            try:
-                value = float(text) if key == "mac-aging-time" else int(text)
-            except ValueError:
-                raise SwitchError(errno.EINVAL, f"{key}: {text!r} is not a number") from None
-            if not 0 < value < float("inf"):  # also refuses nan
-                raise SwitchError(errno.EINVAL, f"{key}: must be positive")
-            config[key] = value
-        new = dbmod.clone(self.desired)
-        new["bridges"][name]["config"] = config
-        self._commit(new)
+        """mac-aging-time=SECONDS, mac-table-size=N, forward-bpdu=on|off ('' resets one)."""
+        self._commit(confedit.set_bridge(self.desired, name, changes))
 
-    def fdb_add(self, bridge: str, mac: bytes, port: str, vlan: int = 0) -> None:
-        """A static entry: never aged, never moved by learning; kept in the database."""
-        self.bridge(bridge)
-        if self._port_owner(port) != bridge:
-            raise SwitchError(errno.ENOENT, f"no port named {port} on bridge {bridge}")
-        if mac[0] & 1:
-            raise SwitchError(errno.EINVAL, f"{format_mac(mac)} is a group address")
-        new = dbmod.clone(self.desired)
-        statics = [e for e in new["bridges"][bridge]["config"].get("static-macs", [])
-                   if not (e["mac"] == format_mac(mac) and e["vlan"] == vlan)]
-        statics.append({"mac": format_mac(mac), "vlan": vlan, "port": port})
-        new["bridges"][bridge]["config"]["static-macs"] = statics
-        self._commit(new)
+    def fdb_add(self, bridge: str, mac: bytes, port: str, vlan: int | None = None) -> None:
+        """A static entry: never aged, never moved by learning; kept in the database.
+        Without `vlan`: in each VLAN the port carries (as `bridge fdb add`)."""
+        self._commit(confedit.fdb_add(self.desired, bridge, mac, port, vlan))
 
-    def fdb_del(self, bridge: str, mac: bytes, vlan: int = 0) -> None:
+    def fdb_del(self, bridge: str, mac: bytes, vlan: int | None = None) -> None:
+        """Remove MAC's entries, static or learned: in `vlan`, or in every VLAN."""
         br = self.bridge(bridge)
-        text = format_mac(mac)
-        statics = self.desired["bridges"][bridge]["config"].get("static-macs", [])
-        kept = [e for e in statics if not (e["mac"] == text and e["vlan"] == vlan)]
-        if len(kept) != len(statics):
-            new = dbmod.clone(self.desired)
-            new["bridges"][bridge]["config"]["static-macs"] = kept
-            self._commit(new)
-        elif not br.macs.delete(vlan, mac):
-            raise SwitchError(errno.ENOENT, f"no entry for {text} in VLAN {vlan} on bridge {bridge}")
+        new = confedit.fdb_del(self.desired, bridge, mac, vlan)
+        tables = br.macs.vlans.values() if vlan is None else [br.macs.vlans.get(vlan, {})]
+        learned = [t[mac] for t in tables if mac in t and not t[mac].static]
+        if new is None and not learned:
+            where = "any VLAN" if vlan is None else f"VLAN {vlan}"
+            raise SwitchError(errno.ENOENT,
+                              f"no entry for {format_mac(mac)} in {where} on bridge {bridge}")
+        for e in learned:
+            br.macs.delete(e.vlan, e.mac)
+        self._commit(new)
 
     def fdb_flush(self, bridge: str, port: str | None = None) -> int:
         """Forget learned entries (static ones stay, as with `bridge fdb flush`)."""
@@ -228,29 +141,32 @@ class Switch:
         target = self.port(port, bridge) if port is not None else None
         return br.macs.flush(target)
 
-    def _port_owner(self, name: str) -> str | None:
-        for br_name, br in self.desired["bridges"].items():
-            if name in br["ports"]:
-                return br_name
-        return None
-
     # -- reconciliation -----------------------------------------------------
-    def _commit(self, new: dict, strict: str | None = None) -> None:
-        """Apply `new`, then persist it. With `strict`, failing to open that
-        port undoes the change and raises instead of leaving the port down."""
+    def _commit(self, new: dict | None, strict: str | None = None) -> None:
+        """Check `new` whole, then apply and persist it as one step: if opening a
+        port (with `strict`, that port; others may stay down), setting an MTU or
+        saving fails, the previous configuration is restored, running and stored.
+        None: nothing to do."""
+        if new is None:
+            return
+        try:
+            dbmod.validate(new)
+        except dbmod.DatabaseError as exc:
+            raise SwitchError(errno.EINVAL, str(exc)) from None
         old = self.desired
         self.desired = new
         try:
             self.reconcile(strict=strict)
-            self.db.save(new)
-        except NetdevError as exc:
+            self.db.save(new, checked=True)
+        except BaseException as exc:
             self.desired = old
             self.reconcile()
-            raise SwitchError(exc.errno or errno.EINVAL, str(exc)) from None
-        except OSError as exc:
-            self.desired = old
-            self.reconcile()
-            raise SwitchError(exc.errno or errno.EIO, f"cannot save configuration: {exc.strerror}") from None
+            if isinstance(exc, NetdevError):
+                raise SwitchError(exc.errno or errno.EINVAL, str(exc)) from None
+            if isinstance(exc, OSError):
+                raise SwitchError(exc.errno or errno.EIO,
+                                  f"cannot save configuration: {exc.strerror or exc}") from None
+            raise
 
     def reconcile(self, strict: str | None = None) -> None:
         want = self.desired["bridges"]
@@ -265,6 +181,7 @@ class Switch:
             conf = br_conf.get("config", {})
             br.macs.aging = float(conf.get("mac-aging-time", DEFAULT_AGING))
             br.macs.resize(int(conf.get("mac-table-size", DEFAULT_SIZE)))
+            br.forward_bpdu = bool(conf.get("forward-bpdu", False))
             for port_name in [p for p in br.ports if p not in br_conf["ports"]]:
                 self._remove_port(br, port_name)
             for port_name, port_conf in br_conf["ports"].items():

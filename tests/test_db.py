@@ -17,7 +17,7 @@ def good_doc() -> dict:
                 "config": {"mac-aging-time": 60},
                 "ports": {
                     "veth0": {"type": "system", "options": {}},
-                    "tap0": {"type": "tap", "options": {"mtu": "9000"}},
+                    "tap0": {"type": "tap", "options": {}, "settings": {"mtu": 9000}},
                 },
             },
             "br1": {"ports": {"veth1": {"type": "system"}}},

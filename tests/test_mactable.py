@@ -127,25 +127,38 @@ def test_static_replaces_learned_entry():
     assert t.flush(P1) == 0  # nothing of P1 left behind
 
 
-def test_static_entries_are_never_evicted():
+def test_static_entries_are_never_evicted_nor_counted():
     t = MacTable(max_entries=2)
     t.add_static(V, A, P1, 0)
     t.learn(V, B, P1, 0)
     t.learn(V, C, P1, 1)
     assert t.lookup(V, A, 1) == P1
-    assert t.lookup(V, B, 1) is None
-    assert t.lookup(V, C, 1) == P1
+    assert t.lookup(V, B, 1) == P1 and t.lookup(V, C, 1) == P1
+    assert t.stats.evicted == 0 and len(t) == 3
+    t.learn(V, mac(4), P1, 2)
+    assert t.lookup(V, B, 2) is None and t.lookup(V, A, 2) == P1
     assert t.stats.evicted == 1
 
 
-def test_table_full_of_statics_refuses_to_learn():
+def test_table_full_of_statics_still_learns_up_to_its_limit():
+    """Static entries do not count toward max_entries, as the kernel's fdb_max_learned
+    counts learned entries only: a bridge with many static MACs still learns."""
     t = MacTable(max_entries=2)
-    t.add_static(V, A, P1, 0)
-    t.add_static(V, B, P2, 0)
+    statics = [bytes([2, 0, 0, 0, 1, i]) for i in range(10)]
+    for m in statics:
+        t.add_static(V, m, P1, 0)
+    t.learn(V, B, P2, 0)
     t.learn(V, C, P3, 0)
-    assert t.lookup(V, C, 0) is None
-    assert len(t) == 2
-    assert t.stats.learned == 0 and t.stats.evicted == 0
+    assert t.lookup(V, B, 0) == P2 and t.lookup(V, C, 0) == P3
+    assert len(t) == 12 and t.stats.learned == 2 and t.stats.evicted == 0
+    t.learn(V, mac(4), P3, 1)  # the limit: evicts a learned entry, never a static one
+    assert t.stats.evicted == 1 and len(t) == 12
+    assert all(t.lookup(V, m, 1) == P1 for m in statics)
+    t.resize(1)
+    assert len(t) == 11 and all(t.lookup(V, m, 1) == P1 for m in statics)
+    t.delete(V, statics[0])
+    t.learn(V, A, P2, 2)  # deleting a static entry frees no learning room
+    assert len(t) == 10 and t.stats.evicted == 3
 
 
 def test_delete():

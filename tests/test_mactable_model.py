@@ -43,7 +43,7 @@ class Model:
             self.by_port.setdefault(port, {})[key] = None
             self.events.append(("moved", vlan, mac, port, old))
             return
-        if len(self.entries) >= self.size and not self.evict():
+        if self.learned() >= self.size and not self.evict():
             return
         self.entries[key] = [port, now, False, now]
         self.by_port.setdefault(port, {})[key] = None
@@ -117,8 +117,12 @@ class Model:
 
     def resize(self, size):
         self.size = size
-        while len(self.entries) > size and self.evict():
+        while self.learned() > size and self.evict():
             pass
+
+    def learned(self):
+        """Static entries do not count toward the limit (as fdb_max_learned)."""
+        return sum(1 for e in self.entries.values() if not e[2])
 
 
 def check_same(t: MacTable, model: Model, events: list) -> None:

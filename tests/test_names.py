@@ -66,9 +66,19 @@ def test_dots_inside_a_name_are_fine():
     assert check_ifname("a.") == "a."
 
 
-@pytest.mark.parametrize("name", ["", None, 5])
-def test_empty_or_not_a_string_refused(name):
-    assert "empty" in refused(name)
+def test_empty_refused():
+    assert "empty" in refused("")
+
+
+@pytest.mark.parametrize("name", [None, 5, ["eth0"]])
+def test_not_a_string_refused(name):
+    assert "not a string" in refused(name)
+
+
+@pytest.mark.parametrize("name", ["tap%d", "%", "br%s0"])
+def test_percent_refused_the_kernel_would_expand_it(name):
+    """`ip tuntap add tap%d` makes tap0: a name with % is not the device's name."""
+    assert "contains '%'" in refused(name)
 
 
 def test_message_names_the_kind_and_shows_name_on_one_line():

@@ -27,7 +27,7 @@ from ovslite import __version__
 from . import fdb, flows, monitor
 from .capture import run_capture
 from .client import DEFAULT_SOCKET, Client, ControlError
-from .common import PROG, Ctl, bridge_settings, kv, port_settings
+from .common import PROG, Ctl, bridge_settings, kv, port_options, port_settings
 from .common import check_name as _name
 from .common import parse_pairs as _options
 from .trace import run_trace
@@ -177,7 +177,8 @@ def set_br(ctl: Ctl, bridge, settings):
 
     \b
     mac-aging-time=SECONDS   forget a MAC not seen for this long (300)
-    mac-table-size=N         at most N MAC entries (8192)
+    mac-table-size=N         at most N learned MAC entries (8192; static ones aside)
+    forward-bpdu=on|off      forward 01:80:c2:00:00:0x frames (STP, LACP...) (off)
     """
     _name(bridge, "bridge")
     changes = bridge_settings(settings)
@@ -218,6 +219,7 @@ def add_port(ctl: Ctl, bridge, iface, settings, type_, option, may_exist, **shor
             if key in options:
                 raise click.UsageError(f"option {key!r} given more than once")
             options[key] = str(value)
+    port_options(options)
     with ctl.client() as c:
         c.add_port(bridge, iface, type_, options, may_exist or ctl.may_exist, changes)
 

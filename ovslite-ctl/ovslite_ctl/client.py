@@ -187,11 +187,12 @@ class Client:
             for r in self.request(Cmd.GET_FDB, {"bridge": bridge, "vlan": vlan}, dump=True)
         ]
 
-    def fdb_add(self, bridge: str, mac: str, port: str, vlan: int = 0) -> None:
-        """A static entry; `mac` as 'aa:bb:cc:dd:ee:ff'."""
+    def fdb_add(self, bridge: str, mac: str, port: str, vlan: int | None = None) -> None:
+        """A static entry; `mac` as 'aa:bb:cc:dd:ee:ff'; no `vlan`: the port's VLANs."""
         self.request(Cmd.FDB_ADD, {"bridge": bridge, "mac": mac, "port": port, "vlan": vlan})
 
-    def fdb_del(self, bridge: str, mac: str, vlan: int = 0) -> None:
+    def fdb_del(self, bridge: str, mac: str, vlan: int | None = None) -> None:
+        """No `vlan`: MAC's entries in every VLAN."""
         self.request(Cmd.FDB_DEL, {"bridge": bridge, "mac": mac, "vlan": vlan})
 
     def fdb_flush(self, bridge: str, port: str | None = None) -> int:

@@ -7,14 +7,13 @@ anything is sent to the daemon.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 
 import click
 
 from ovslite import portconfig
-from ovslite.db import BRIDGE_SETTINGS
-from ovslite.names import check_ifname
+from ovslite.confcheck import parse_bridge_setting
+from ovslite.names import check_ifname, check_netns
 from ovslite.vnet import format_mac, parse_mac
 
 from .client import Client
@@ -76,20 +75,27 @@ def port_settings(pairs, new_port: bool = False) -> dict[str, str]:
 
 
 def bridge_settings(pairs) -> dict[str, str]:
+    """KEY=VALUE bridge settings, checked as the daemon will."""
     settings = parse_pairs(pairs, "setting")
     for key, text in settings.items():
-        if key not in BRIDGE_SETTINGS:
-            known = ", ".join(BRIDGE_SETTINGS)
-            raise click.UsageError(f"unknown bridge setting {key!r} (known: {known})")
-        if text == "":
-            continue
         try:
-            value = float(text) if key == "mac-aging-time" else int(text)
-        except ValueError:
-            raise click.UsageError(f"{key}: {text!r} is not a number") from None
-        if not 0 < value < math.inf:
-            raise click.UsageError(f"{key}: must be positive")
+            parse_bridge_setting(key, text)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
     return settings
+
+
+def port_options(options: dict[str, str]) -> dict[str, str]:
+    """add-port's type-specific options: those that name something are checked."""
+    for key, what in (("peer", "peer"), ("ifname", "ifname")):
+        if key in options:
+            check_name(options[key], what)
+    if "netns" in options:
+        try:
+            check_netns(options["netns"])
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
+    return options
 
 
 def check_mac(text: str) -> str:

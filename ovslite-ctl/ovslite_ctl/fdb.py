@@ -52,10 +52,15 @@ def fdb_show(ctl: Ctl, bridge, vlan):
 @click.argument("bridge")
 @click.argument("mac")
 @click.argument("port")
-@click.option("--vlan", type=VLAN, default=0, show_default=True, help="the entry's VLAN")
+@click.option("--vlan", type=VLAN, help="the entry's VLAN (default: each VLAN PORT carries)")
 @click.pass_obj
 def fdb_add(ctl: Ctl, bridge, mac, port, vlan):
-    """Add a static entry: MAC is behind PORT of BRIDGE (replaces a learned one)."""
+    """Add a static entry: MAC is behind PORT of BRIDGE (replaces a learned one).
+
+    Without --vlan, as `bridge fdb add`: one entry in each VLAN PORT carries (an
+    access port's tag, a trunk's listed VLANs; a trunk of every VLAN: its
+    untagged VLAN). A VLAN PORT does not carry is refused.
+    """
     check_name(bridge, "bridge")
     mac = check_mac(mac)
     check_name(port, "port")
@@ -66,10 +71,10 @@ def fdb_add(ctl: Ctl, bridge, mac, port, vlan):
 @click.command("fdb-del")
 @click.argument("bridge")
 @click.argument("mac")
-@click.option("--vlan", type=VLAN, default=0, show_default=True, help="the entry's VLAN")
+@click.option("--vlan", type=VLAN, help="only the entry of this VLAN (default: every VLAN)")
 @click.pass_obj
 def fdb_del(ctl: Ctl, bridge, mac, vlan):
-    """Remove MAC's entry (static or learned) from BRIDGE's table."""
+    """Remove MAC's entries (static or learned) from BRIDGE's table."""
     check_name(bridge, "bridge")
     mac = check_mac(mac)
     with ctl.client() as c:

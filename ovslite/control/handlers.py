@@ -49,8 +49,13 @@ def settings_text(settings: dict) -> dict[str, str]:
 
 def bridge_settings_text(config: dict) -> dict[str, str]:
     """A bridge's configured set-br settings (not its static MACs) as text."""
-    return {k: f"{config[k]:g}" if isinstance(config[k], float) else str(config[k])
-            for k in BRIDGE_SETTINGS if k in config}
+    return {k: _setting_text(config[k]) for k in BRIDGE_SETTINGS if k in config}
+
+
+def _setting_text(value) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _vlan(values: dict) -> int:
@@ -210,11 +215,11 @@ class Handlers:
 
     def fdb_add(self, req: m.Request) -> None:
         v = req.values
-        self.switch.fdb_add(v["bridge"], _mac(v), v["port"], _vlan(v))
+        self.switch.fdb_add(v["bridge"], _mac(v), v["port"], _vlan(v) if "vlan" in v else None)
 
     def fdb_del(self, req: m.Request) -> None:
         v = req.values
-        self.switch.fdb_del(v["bridge"], _mac(v), _vlan(v))
+        self.switch.fdb_del(v["bridge"], _mac(v), _vlan(v) if "vlan" in v else None)
 
     def fdb_flush(self, req: m.Request) -> dict:
         v = req.values

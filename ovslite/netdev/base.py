@@ -27,6 +27,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from ..portconfig import shown
+
 
 class NetdevError(Exception):
     """A port could not be opened or configured; the message is user-facing."""
@@ -54,6 +56,21 @@ class Netdev:
     #: whether an fd from handover_fds() alone keeps a kernel device alive (a TAP):
     #: the device goes only once every copy, the fd store's included, is closed
     fds_hold_device: ClassVar[bool] = False
+
+    @classmethod
+    def check_options(cls, name: str, options: dict) -> None:
+        """Raise ValueError (one line) unless `options` suit a port `name` of this type.
+
+        Pure: the switch and the database call it on configuration not yet
+        applied. Subclasses extend it with their options' values.
+        """
+        for key, value in options.items():
+            if not isinstance(key, str) or not key:
+                raise ValueError(f"option without a name ({shown(key)})")
+            if key not in cls.options:
+                raise ValueError(f"port type {cls.type} has no option {shown(key)}")
+            if not isinstance(value, str):
+                raise ValueError(f"option {key}: {shown(value)} is not a string")
 
     def __init__(self, name: str, options: dict[str, str] | None = None):
         self.name = name

@@ -33,7 +33,8 @@ import socket
 import structlog
 
 from .. import rtnl
-from ..names import check_ifname
+from ..names import check_ifname, check_netns
+from ..portconfig import shown
 from . import register
 from .base import LinkStatus, Netdev, NetdevError
 from .tundev import (
@@ -59,27 +60,28 @@ IFR_HWADDR = slice(18, 24)  # struct ifreq: name[16], sa_family, sa_data
 
 
 def _parse_options(opts: dict[str, str]) -> dict:
-    """Validate internal-port options; raise NetdevError with a one-line reason."""
+    """Internal-port options (strings) -> typed; ValueError with a one-line reason.
+    Pure: whether the namespace exists is found out by open()."""
     out: dict = {}
     if "netns" in opts and "netns_pid" in opts:
-        raise NetdevError("give either --netns or --netns-pid, not both")
-    try:
-        if "netns" in opts:
-            out["netns"] = rtnl.netns_path(name=opts["netns"])
-        elif "netns_pid" in opts:
-            out["netns"] = rtnl.netns_path(pid=int(opts["netns_pid"]))
-        if "ifname" in opts:
-            if "netns" not in out:
-                raise NetdevError("--ifname needs --netns or --netns-pid")
-            out["ifname"] = check_ifname(opts["ifname"])
-        if "ip" in opts:
-            out["ip"] = ipaddress.ip_interface(opts["ip"])
-            if "/" not in opts["ip"]:
-                raise NetdevError(f"--ip {opts['ip']}: give a prefix length, e.g. {opts['ip']}/24")
-        if "gateway" in opts:
-            out["gateway"] = ipaddress.ip_address(opts["gateway"])
-    except ValueError as exc:
-        raise NetdevError(str(exc)) from None
+        raise ValueError("give either --netns or --netns-pid, not both")
+    if "netns" in opts:
+        out["netns"] = rtnl.netns_path(name=check_netns(opts["netns"]))
+    elif "netns_pid" in opts:
+        pid = opts["netns_pid"]
+        if not (pid.isascii() and pid.isdecimal()) or not 0 < int(pid) < 2**22:
+            raise ValueError(f"netns_pid: {shown(pid)} is not a process id")
+        out["netns"] = rtnl.netns_path(pid=int(pid))
+    if "ifname" in opts:
+        if "netns" not in out:
+            raise ValueError("--ifname needs --netns or --netns-pid")
+        out["ifname"] = check_ifname(opts["ifname"])
+    if "ip" in opts:
+        if "/" not in opts["ip"]:
+            raise ValueError(f"--ip {shown(opts['ip'])}: give a prefix length, e.g. 10.0.0.2/24")
+        out["ip"] = ipaddress.ip_interface(opts["ip"])
+    if "gateway" in opts:
+        out["gateway"] = ipaddress.ip_address(opts["gateway"])
     return out
 
 
@@ -95,13 +97,18 @@ class InternalNetdev(RestartQueue, TapIO, Netdev):
         self.fd = None
         self.settings = {}
 
+    @classmethod
+    def check_options(cls, name: str, options: dict) -> None:
+        super().check_options(name, options)
+        _parse_options(options)
+
     def open(self, inherited: list[int] | None = None) -> None:
         try:
             self.settings = _parse_options(self.config)
-        except NetdevError:
+        except ValueError as exc:
             for fd in inherited or ():
                 _delete_tap(fd)
-            raise
+            raise NetdevError(str(exc)) from None
         if inherited and self._reattach(inherited):
             return
         if "netns" in self.settings and not os.path.exists(self.settings["netns"]):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from ..names import check_ifname
 from . import register
 from .base import LinkStatus, Netdev, NetdevError
 
@@ -29,6 +30,16 @@ class PatchNetdev(Netdev):
         #: the peer Port while the cable is up (the flow cache follows it)
         self.peer_port = None
         self._reason = "not open"
+
+    @classmethod
+    def check_options(cls, name: str, options: dict) -> None:
+        super().check_options(name, options)
+        peer = options.get("peer")
+        if not peer:
+            raise ValueError(f"patch port {name} needs a peer (--peer NAME)")
+        check_ifname(peer, "peer")
+        if peer == name:
+            raise ValueError(f"patch port {name} cannot be its own peer")
 
     def open(self) -> None:
         if not self.peer:
