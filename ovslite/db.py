@@ -22,6 +22,7 @@ import os
 import re
 import tempfile
 
+from . import portconfig
 from .confcheck import BRIDGE_SETTINGS, check_bridges
 from .portconfig import shown
 
@@ -54,6 +55,40 @@ def validate(doc) -> dict:
     except ValueError as exc:
         raise DatabaseError(str(exc)) from None
     return doc
+
+
+def upgrade(doc) -> None:
+    """Rewrite what older ovslite wrote and this one refuses, in place, before
+    validation: `fdb-add` without --vlan used to store VLAN 0 whatever the port,
+    an entry no frame ever used on a port that does not carry VLAN 0. Such an entry
+    moves to the VLANs `fdb-add` now gives it (portconfig.static_vlans), which is
+    what the user asked for. A bridge with anything malformed is left as it is, for
+    validate() to refuse."""
+    try:
+        bridges = list(doc["bridges"].values())
+    except (TypeError, KeyError, AttributeError):
+        return
+    for br in bridges:
+        try:
+            br["config"]["static-macs"] = _upgraded_statics(br["ports"], br["config"]["static-macs"])
+        except Exception:  # untrusted data of any shape: validate() names the fault
+            continue
+
+
+def _upgraded_statics(ports: dict, statics: list) -> list:
+    if not isinstance(statics, list):
+        return statics
+    taken = {(e["mac"], e["vlan"]) for e in statics}
+    out = []
+    for e in statics:
+        settings = ports[e["port"]].get("settings", {})
+        if e["vlan"] != 0 or portconfig.carries(settings, 0):
+            out.append(e)
+            continue
+        moved = [v for v in portconfig.static_vlans(settings) if (e["mac"], v) not in taken]
+        taken.update((e["mac"], v) for v in moved)
+        out += [{**e, "vlan": v} for v in moved]
+    return out
 
 
 def _no_constant(name: str):
@@ -120,6 +155,7 @@ class ConfigDB:
             doc = parse(raw)
         except ValueError as exc:  # UnicodeDecodeError is one
             raise DatabaseError(f"{self.path} is corrupt: {exc}") from None
+        upgrade(doc)
         try:
             return validate(doc)
         except DatabaseError as exc:

@@ -206,3 +206,33 @@ def test_clone_is_deep():
     copy = dbmod.clone(doc)
     copy["bridges"]["br0"]["ports"].clear()
     assert doc == good_doc()
+
+
+def test_static_mac_an_older_fdb_add_put_in_vlan_0_moves_to_the_ports_vlans(tmp_path):
+    """Before, fdb-add without --vlan stored VLAN 0 whatever the port (an entry no
+    frame used on an access port): such a database still loads, the entry where
+    fdb-add puts it now, and the file is rewritten only by the next change."""
+    doc = {"format": 1, "bridges": {"br0": {
+        "config": {"static-macs": [
+            {"mac": "02:00:00:00:00:01", "vlan": 0, "port": "acc"},
+            {"mac": "02:00:00:00:00:02", "vlan": 0, "port": "nat"},
+            {"mac": "02:00:00:00:00:03", "vlan": 0, "port": "trk"},
+            {"mac": "02:00:00:00:00:04", "vlan": 0, "port": "acc"},
+            {"mac": "02:00:00:00:00:04", "vlan": 10, "port": "acc"}]},
+        "ports": {"br0": {"type": "internal", "options": {}},
+                  "acc": {"type": "system", "options": {}, "settings": {"tag": 10}},
+                  "nat": {"type": "system", "options": {},
+                          "settings": {"vlan-mode": "native-untagged", "tag": 5,
+                                       "trunks": [5, 7]}},
+                  "trk": {"type": "system", "options": {}}}}}}
+    path = tmp_path / "conf.db"
+    raw = json.dumps(doc).encode()
+    path.write_bytes(raw)
+    loaded = ConfigDB(str(path)).load()
+    assert loaded["bridges"]["br0"]["config"]["static-macs"] == [
+        {"mac": "02:00:00:00:00:01", "vlan": 10, "port": "acc"},
+        {"mac": "02:00:00:00:00:02", "vlan": 5, "port": "nat"},
+        {"mac": "02:00:00:00:00:02", "vlan": 7, "port": "nat"},
+        {"mac": "02:00:00:00:00:03", "vlan": 0, "port": "trk"},
+        {"mac": "02:00:00:00:00:04", "vlan": 10, "port": "acc"}]
+    assert path.read_bytes() == raw
