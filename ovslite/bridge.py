@@ -229,7 +229,7 @@ class Bridge:
         if in_port.learning:
             src = table.get(src_mac)
             if src is None:
-                return None  # not learned (a table full of static entries): learn on
+                return None  # not learned (no room could be made): learn on
             if src.port is not in_port and not src.static:
                 return None
         return dst.port, table, src, dst

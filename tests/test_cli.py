@@ -347,7 +347,7 @@ def test_fdb_commands(server):
     assert len(json.loads(server("--format", "json", "fdb-show", "br0").stdout)) == 4
     assert server("fdb-stats", "br0").stdout == (
         'Statistics for bridge "br0":\n'
-        "  Current/maximum MAC entries in the table: 4/8192\n"
+        "  Current/maximum learned MAC entries     : 2/8192\n"
         "  Current static MAC entries in the table : 2\n"
         "  Total number of learned MAC entries     : 2\n"
         "  Total number of expired MAC entries     : 0\n"

@@ -26,7 +26,8 @@ def render_fdb(entries: list[dict]) -> list[str]:
 def render_stats(s: dict) -> list[str]:
     return [
         f'Statistics for bridge "{s["bridge"]}":',
-        f"  Current/maximum MAC entries in the table: {s['entries']}/{s['max_entries']}",
+        # mac-table-size bounds learned entries only (statics are the configuration's)
+        f"  Current/maximum learned MAC entries     : {s['entries'] - s['static']}/{s['max_entries']}",
         f"  Current static MAC entries in the table : {s['static']}",
         f"  Total number of learned MAC entries     : {s['learned']}",
         f"  Total number of expired MAC entries     : {s['aged']}",
