@@ -376,8 +376,10 @@ def devices(box) -> dict:
     return {"brx": dev(None, "brx"), "c1/eth0": dev("c1", "eth0")}
 
 
-def measure_loss(box, action, seconds: float = 6.0, at: float = 2.0, tail: float = 3.0) -> dict:
-    """10,000 frames/s from n1 to n2 through brx for `seconds`; `action()` at `at`."""
+def measure_loss(box, action, seconds: float = 6.0, at: float = 2.0, tail: float = 3.0,
+                 sender: str = "n1") -> dict:
+    """10,000 frames/s from `sender` (a namespace: eth0 is brx's port) to n2 for
+    `seconds`; `action()` at `at`."""
     run_tag = uuid.uuid4().hex[:8]
     mac = box.run("ip", "netns", "exec", "n2", "cat", "/sys/class/net/eth0/address").stdout.strip()
     counter = subprocess.Popen(
@@ -387,7 +389,7 @@ def measure_loss(box, action, seconds: float = 6.0, at: float = 2.0, tail: float
     try:
         assert counter.stdout.readline().strip() == "counting", counter.stderr.read()
         sender = subprocess.Popen(
-            box.exec_cmd("ip", "netns", "exec", "n1", "python3", FLOW, "send", "eth0", mac,
+            box.exec_cmd("ip", "netns", "exec", sender, "python3", FLOW, "send", "eth0", mac,
                          run_tag, "10000", str(seconds)),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         time.sleep(at)
@@ -439,6 +441,23 @@ def test_restart_keeps_internal_ports_and_loses_few_frames(flow_net):
     box.wait_for(lambda: props(box, "StatusText")["StatusText"] == FLOW_STATUS, what=FLOW_STATUS)
     box.wait_for(lambda: props(box, "NFileDescriptorStore")["NFileDescriptorStore"] == str(FLOW_FDS),
                  what="the fd store back to all the ports' fds once drained")
+
+
+def test_restart_loses_no_frame_from_a_container(flow_net):
+    """`systemctl restart` with 10,000 frames/s from c1's eth0 (cx, an internal
+    port: a TAP) to n2: they wait in the TAP's queue, made long for the restart."""
+    box = flow_net
+    p = ensure_active(box)
+    stats = ["ip", "-n", "c1", "-s", "-j", "link", "show", "eth0"]
+    dropped = json.loads(box.run(*stats).stdout)[0]["stats64"]["tx"]["dropped"]
+    r = measure_loss(box, lambda: box.run("systemctl", "restart", UNIT, timeout=120), sender="c1")
+    dropped = json.loads(box.run(*stats).stdout)[0]["stats64"]["tx"]["dropped"] - dropped
+    print("\n" + report("systemctl restart, container (TAP)", r) + f"; the TAP dropped {dropped}",
+          file=sys.stderr)
+    wait_active(box, other_than_pid=p["MainPID"])
+    assert r["counter_drops"] == 0 and r["send_errors"] == 0, r
+    assert r["sent"] >= 50000, r
+    assert r["lost"] == 0 and dropped == 0, report("systemctl restart, container (TAP)", r)
 
 
 def test_kill_9_keeps_ports(flow_net):

@@ -24,9 +24,10 @@ Design, after Open vSwitch's lib/mac-learning.h:
 Limits: the table does not rate-limit learning; a MAC move is accepted at once.
 
 Memory (issue #5: 100k MACs): per learned entry a MacEntry (80 B), its MAC
-(48 B, the key too), a dict slot (~50 B at 100k) and 8 B of queue: 183 B by
-`python -m integration.bench.memprobe table` (297 B with a (vlan, mac) tuple
-key and a dict per port, as before). So no per-entry key tuple,
+(48 B, the key too), a dict slot (~50 B at 100k), 8 B of queue and 8 B or so
+in the aging wheel: 193 B by `python -m integration.bench.memprobe table`
+(183 B before the wheel; 297 B with a (vlan, mac) tuple key and a dict per
+port, as before). So no per-entry key tuple,
 and the eviction queues are deques (8 B a slot) rather than dicts: an entry
 leaving a queue (moved, deleted, aged) is only marked (`queued = None`) and
 skipped later; a queue that becomes mostly such marks is compacted. A moved

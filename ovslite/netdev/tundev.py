@@ -30,6 +30,7 @@ import hashlib
 import os
 import socket
 import struct
+import time
 
 import structlog
 
@@ -63,11 +64,16 @@ TUN_F_TSO_ECN = 0x08
 OFFLOADS = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN
 #: a TAP's txqueuelen as ovslite makes it (kernels differ: 500 or 1000)
 DEFAULT_TXQLEN = 1000
-#: its length during a planned restart: 1.6 s at 10,000 frames/s (restarts
-#: took 0.4-0.9 s on a busy 2-CPU VM, and 8192 overflowed at 0.89 s); 128 KB
-#: of pointers, and the frames queued meanwhile are kernel memory until the
-#: next instance reads them
-HANDOVER_TXQLEN = 16384
+#: its length during a planned restart: 3.3 s at 10,000 frames/s (restarts
+#: took 0.4-1.8 s on a busy 2-CPU VM; 8192 overflowed at 0.89 s, 16384 at
+#: 1.81 s). The kernel holds 256 KB of pointers per TAP for it while it lasts,
+#: and the frames queued meanwhile until the next instance reads them.
+HANDOVER_TXQLEN = 32768
+#: how long after re-attaching the restart's queue is kept at the least: a
+#: new instance's first seconds are its slowest (modules loaded on first use,
+#: caches filling), and a stall of 160 ms after a restart lost 618 frames
+#: once the queue was back to 1000 (100 ms at 10,000 frames/s)
+QUEUE_GRACE = 10.0
 #: TCA_KIND of the qdisc a TAP ovslite makes gets, and where it goes (TC_H_ROOT)
 QDISC = "noqueue"
 TC_H_ROOT = 0xFFFFFFFF
@@ -266,6 +272,7 @@ class RestartQueue:
 
     fd: int | None = None
     name = ""
+    resumed_at = 0.0
 
     def owns_queue(self) -> bool:
         return True
@@ -275,13 +282,15 @@ class RestartQueue:
             self.queue_length(HANDOVER_TXQLEN)
 
     def resume_queue(self) -> None:
-        """After re-attaching: once the restart's backlog is read, the usual length."""
+        """After re-attaching: the usual length once the restart's backlog is read
+        and QUEUE_GRACE has passed."""
         if self.owns_queue() and self.queue_length() == HANDOVER_TXQLEN:
+            self.resumed_at = time.monotonic()
             self.recv_batch = self._drain_batch
 
     def _drain_batch(self, limit: int) -> list:
         out = TapIO.recv_batch(self, limit)
-        if len(out) < limit:
+        if len(out) < limit and time.monotonic() - self.resumed_at >= QUEUE_GRACE:
             del self.recv_batch
             self.queue_length(DEFAULT_TXQLEN)
         return out
