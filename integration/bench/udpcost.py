@@ -1,0 +1,380 @@
+"""What a tunnel's datagrams cost from Python, measured between two namespaces.
+
+    .venv/bin/python -m integration.bench.udpcost [--seconds 2] [--only send,recv,gso,vxlan,gre]
+
+Two namespaces A and B (192.168.77.1/24 and .2 on one veth pair), made here and
+removed on exit, also on failure or Ctrl-C (integration.bench.resources). Each
+measurement runs as a worker process inside a namespace (`ip netns exec`,
+this module with --worker), so all traffic stays in the pair:
+  send   UDP 1450-byte datagrams: one sendto per datagram vs UDP_SEGMENT batches
+  recv   one recvmsg per datagram vs UDP_GRO coalesced reads (sender: UDP_SEGMENT)
+  gso    a 64 KB TCP GSO frame segmented in Python (ovslite.tunnel.segment),
+         VXLAN-encapsulated and sent with UDP_SEGMENT, vs segmenting alone
+  vxlan  the kernel's vxlan device + bridge in B answers ARP and ping that A
+         sends as VXLAN built by ovslite.tunnel.headers over a plain UDP socket
+  gre    a raw IPPROTO_GRE socket in A and B exchanges GRE (key, checksum)
+Rates are wall-clock over the run; CPU is the worker's own user+sys time, the
+steadier figure on a shared machine. Prints one JSON object per measurement,
+then a table. Limits: IPv4 only; one sender and one receiver process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import socket
+import subprocess
+import sys
+import time
+
+from .resources import Resources, run
+
+SOL_UDP = 17
+UDP_SEGMENT = 103
+UDP_GRO = 104
+SO_NO_CHECK = 11
+IPPROTO_GRE = 47
+PAYLOAD = 1450
+UDP_MAX_PAYLOAD = 65507
+A_IP, B_IP = "192.168.77.1", "192.168.77.2"
+PORT = 9000
+
+
+# -- workers (run inside a namespace) -----------------------------------------
+
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _udp(bind_port: int | None = None, rcvbuf: int = 0) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    if rcvbuf:
+        sock.setsockopt(socket.SOL_SOCKET, 33, rcvbuf)  # SO_RCVBUFFORCE: root may exceed rmem_max
+    if bind_port is not None:
+        sock.bind(("0.0.0.0", bind_port))
+    return sock
+
+
+def worker_hold(seconds: float) -> dict:
+    """Keep PORT bound (never read: datagrams beyond the buffer drop, no ICMP errors)."""
+    sock = _udp(PORT)
+    time.sleep(seconds)
+    sock.close()
+    return {}
+
+
+def worker_send(seconds: float, batch: int, dst: str = B_IP) -> dict:
+    """Send PAYLOAD-byte datagrams for `seconds`: batch 1 = one per sendto, else UDP_SEGMENT."""
+    sock = _udp()
+    sock.connect((dst, PORT))
+    buf = os.urandom(PAYLOAD * batch)
+    cmsg = [(SOL_UDP, UDP_SEGMENT, PAYLOAD.to_bytes(2, sys.byteorder))]
+    calls, cpu0, t0 = 0, _cpu(), time.monotonic()
+    deadline = t0 + seconds
+    while True:
+        for _ in range(64):
+            if batch == 1:
+                sock.send(buf)
+            else:
+                sock.sendmsg([buf], cmsg)
+        calls += 64
+        now = time.monotonic()
+        if now >= deadline:
+            break
+    wall, cpu = now - t0, _cpu() - cpu0
+    n = calls * batch
+    return {"datagrams": n, "calls": calls, "wall_s": round(wall, 3), "cpu_s": round(cpu, 3),
+            "datagrams_per_s": round(n / wall), "gbit_per_s": round(n * PAYLOAD * 8 / wall / 1e9, 3),
+            "cpu_ns_per_datagram": round(cpu / n * 1e9)}
+
+
+def worker_recv(seconds: float, gro: bool) -> dict:
+    """Count datagrams arriving for `seconds` after the first one."""
+    sock = _udp(PORT, rcvbuf=8 << 20)
+    if gro:
+        sock.setsockopt(SOL_UDP, UDP_GRO, 1)
+    sock.settimeout(10)
+    print("ready", flush=True)
+    sock.recv(65535)  # the sender has started
+    n = reads = 0
+    ancsize = socket.CMSG_SPACE(4)
+    cpu0, t0 = _cpu(), time.monotonic()
+    deadline = t0 + seconds
+    while time.monotonic() < deadline:
+        for _ in range(64):
+            if gro:
+                data, anc, _, _ = sock.recvmsg(65535, ancsize)
+                size = int.from_bytes(anc[0][2], sys.byteorder) if anc else len(data)
+                n += -(-len(data) // size)
+            else:
+                sock.recv(65535)
+                n += 1
+            reads += 1
+    wall, cpu = time.monotonic() - t0, _cpu() - cpu0
+    return {"datagrams": n, "reads": reads, "wall_s": round(wall, 3), "cpu_s": round(cpu, 3),
+            "datagrams_per_s": round(n / wall), "datagrams_per_read": round(n / reads, 1),
+            "cpu_ns_per_datagram": round(cpu / n * 1e9)}
+
+
+def _gso_packet(payload_len: int) -> bytes:
+    """vnet header + Ethernet/IPv4/TCP frame of `payload_len` bytes, as a TSO frame arrives."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+
+    from ovslite.vnet import VNET_HDR
+    frame = bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+                  / IP(src="10.200.0.1", dst="10.200.0.2", id=1000, flags="DF")
+                  / TCP(sport=40000, dport=5201, seq=1, flags="PA") / (b"x" * payload_len))
+    return VNET_HDR.pack(1, 1, 14 + 20 + 32, 1448, 34, 16) + frame
+
+
+def worker_gso(seconds: float, send: bool, inner_mtu: int = 1450) -> dict:
+    """64 KB TCP GSO frames -> segments (inner MTU) -> VXLAN -> UDP_SEGMENT sends."""
+    from ovslite.tunnel.headers import udp_source_port, vxlan_header
+    from ovslite.tunnel.segment import wire_frames
+    packet = _gso_packet(65000)
+    header = vxlan_header(100)
+    sock = _udp()
+    sock.bind(("0.0.0.0", udp_source_port(packet, 10)))
+    sock.connect((B_IP, PORT))
+    frames = sends = 0
+    cpu0, t0 = _cpu(), time.monotonic()
+    deadline = t0 + seconds
+    while time.monotonic() < deadline:
+        segments = wire_frames(packet, inner_mtu)
+        if send:
+            size = len(header) + len(segments[0])
+            per_call = UDP_MAX_PAYLOAD // size
+            cmsg = [(SOL_UDP, UDP_SEGMENT, size.to_bytes(2, sys.byteorder))]
+            for i in range(0, len(segments), per_call):
+                chunk = segments[i:i + per_call]
+                sock.sendmsg([b"".join(header + s for s in chunk)], cmsg)
+                sends += 1
+        frames += 1
+    wall, cpu = time.monotonic() - t0, _cpu() - cpu0
+    return {"gso_frames": frames, "segments_per_frame": len(segments), "sendmsg_calls": sends,
+            "wall_s": round(wall, 3), "cpu_s": round(cpu, 3),
+            "gso_frames_per_s": round(frames / wall),
+            "inner_gbit_per_s": round(frames * 65000 * 8 / wall / 1e9, 3),
+            "cpu_us_per_gso_frame": round(cpu / frames * 1e6, 1)}
+
+
+def worker_vxlan_check(zero_csum: bool) -> dict:
+    """ARP then ping 10.200.0.2 behind B's kernel vxlan (VNI 100), over a UDP socket on 4789."""
+    from scapy.layers.inet import ICMP, IP
+    from scapy.layers.l2 import ARP, Ether
+
+    from ovslite.tunnel.headers import parse_vxlan, udp_source_port, vxlan_header
+    mac = "02:00:00:00:00:01"
+    sock = _udp()
+    if zero_csum:
+        sock.setsockopt(socket.SOL_SOCKET, SO_NO_CHECK, 1)
+    sock.bind((A_IP, 4789))
+    sock.settimeout(2)
+
+    def exchange(frame: bytes, want):
+        sport = udp_source_port(frame)
+        # Each flow its own source port, as in the provider; the kernel answers to 4789.
+        out = _udp()
+        if zero_csum:
+            out.setsockopt(socket.SOL_SOCKET, SO_NO_CHECK, 1)
+        out.bind((A_IP, sport))
+        out.sendto(vxlan_header(100) + frame, (B_IP, 4789))
+        out.close()
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            try:
+                data, addr = sock.recvfrom(65535)
+            except TimeoutError:
+                break
+            parsed = parse_vxlan(data)
+            if isinstance(parsed, str):
+                continue
+            vni, offset, _ = parsed
+            inner = Ether(data[offset:])
+            if want(inner):
+                return vni, addr, inner
+        return None
+
+    arp = Ether(src=mac, dst="ff:ff:ff:ff:ff:ff") / ARP(
+        op=1, hwsrc=mac, psrc="10.200.0.1", pdst="10.200.0.2")
+    got = exchange(bytes(arp), lambda f: ARP in f and f[ARP].op == 2)
+    result = {"outer_udp_checksum": "zero (SO_NO_CHECK)" if zero_csum else "computed",
+              "arp_reply": bool(got)}
+    if got:
+        vni, addr, reply = got
+        result.update(arp_vni=vni, arp_from=f"{addr[0]}:{addr[1]}", b_mac=reply[ARP].hwsrc)
+        ping = Ether(src=mac, dst=reply[ARP].hwsrc) / IP(src="10.200.0.1", dst="10.200.0.2") / ICMP(
+            id=77, seq=1) / (b"p" * 56)
+        got = exchange(bytes(ping), lambda f: ICMP in f and f[ICMP].type == 0 and f[ICMP].id == 77)
+        result["echo_reply"] = bool(got)
+        if got:
+            result.update(echo_vni=got[0], echo_from=f"{got[1][0]}:{got[1][1]}")
+    return result
+
+
+def worker_gre(role: str) -> dict:
+    """A sends GRE (key 7, checksum) with a frame to B; B checks it and sends it back."""
+    from ovslite.tunnel.headers import gre_header, parse_gre
+    sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, IPPROTO_GRE)
+    sock.settimeout(5)
+    inner = bytes(range(64))
+    if role == "echo":
+        print("ready", flush=True)
+        data, addr = sock.recvfrom(65535)
+        ihl = (data[0] & 0x0F) * 4  # a raw IPv4 socket hands over the IP header too
+        parsed = parse_gre(data[ihl:])
+        if isinstance(parsed, str):
+            return {"received": True, "drop": parsed}
+        key, offset, _ = parsed
+        frame = data[ihl + offset:]
+        sock.sendto(gre_header(key, True, frame) + frame, (addr[0], 0))
+        return {"received": True, "key": key, "from": addr[0], "inner_ok": frame == inner}
+    sock.sendto(gre_header(7, True, inner) + inner, (B_IP, 0))
+    try:
+        data, addr = sock.recvfrom(65535)
+    except TimeoutError:
+        return {"echo": False}
+    ihl = (data[0] & 0x0F) * 4
+    parsed = parse_gre(data[ihl:])
+    return {"echo": True, "parsed": parsed if isinstance(parsed, str) else list(parsed),
+            "inner_ok": not isinstance(parsed, str) and data[ihl + parsed[1]:] == inner}
+
+
+WORKERS = {"hold": worker_hold, "send": worker_send, "recv": worker_recv, "gso": worker_gso,
+           "vxlan": worker_vxlan_check, "gre": worker_gre}
+
+
+# -- the driver ---------------------------------------------------------------
+
+class Pair:
+    """Namespaces A and B joined by a veth; close() removes them."""
+
+    def __init__(self, res: Resources) -> None:
+        self.res = res
+        self.a = self.res.add_namespace("a")
+        self.b = self.res.add_namespace("b")
+        self.veth_a = self.res.link_name("a")
+        self.veth_b = self.res.link_name("bb")
+        self.res.add_link(self.veth_a, ["type", "veth", "peer", "name", self.veth_b, "netns", self.b])
+        run(["ip", "link", "set", self.veth_a, "netns", self.a])
+        for ns, dev, ip in ((self.a, self.veth_a, A_IP), (self.b, self.veth_b, B_IP)):
+            run(["ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", dev])
+            run(["ip", "-n", ns, "link", "set", dev, "up"])
+
+    def worker(self, ns: str, name: str, **kwargs) -> subprocess.Popen:
+        cmd = ["ip", "netns", "exec", ns, sys.executable, "-m", "integration.bench.udpcost",
+               "--worker", name, "--args", json.dumps(kwargs)]
+        return self.res.popen(cmd, stdout=subprocess.PIPE, text=True)
+
+    def call(self, ns: str, name: str, timeout: float = 60, **kwargs) -> dict:
+        proc = self.worker(ns, name, **kwargs)
+        out, _ = proc.communicate(timeout=timeout)
+        return json.loads(out.strip().splitlines()[-1])
+
+    def serve(self, ns: str, name: str, **kwargs) -> subprocess.Popen:
+        """Start a worker that prints 'ready' before it waits for traffic."""
+        proc = self.worker(ns, name, **kwargs)
+        if proc.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"worker {name} did not start")
+        return proc
+
+    def finish(self, proc: subprocess.Popen, timeout: float = 60) -> dict:
+        out, _ = proc.communicate(timeout=timeout)
+        return json.loads(out.strip().splitlines()[-1])
+
+
+def measure(pair: Pair, only: set[str], seconds: float) -> list[tuple[str, dict]]:
+    results = []
+    if "send" in only:
+        sink = pair.worker(pair.b, "hold", seconds=4 * seconds + 30)
+        try:
+            for batch in (1, 8, 16, 44):
+                results.append((f"send batch={batch}", pair.call(pair.a, "send", seconds=seconds,
+                                                                 batch=batch)))
+        finally:
+            pair.res.release(sink)
+    if "recv" in only:
+        for gro in (False, True):
+            receiver = pair.serve(pair.b, "recv", seconds=seconds, gro=gro)
+            sender = pair.worker(pair.a, "send", seconds=seconds + 2, batch=44)
+            results.append((f"recv gro={gro}", pair.finish(receiver)))
+            pair.finish(sender)
+    if "gso" in only:
+        sink = pair.worker(pair.b, "hold", seconds=2 * seconds + 30)
+        try:
+            for send in (False, True):
+                results.append((f"gso64k send={send}", pair.call(pair.a, "gso", seconds=seconds,
+                                                                 send=send)))
+        finally:
+            pair.res.release(sink)
+    if "vxlan" in only:
+        b = pair.b
+        vx, br = "vxb", "brb"
+        run(["ip", "-n", b, "link", "add", vx, "type", "vxlan", "id", "100", "dstport", "4789",
+             "local", B_IP, "remote", A_IP, "dev", pair.veth_b])
+        run(["ip", "-n", b, "link", "add", br, "type", "bridge"])
+        run(["ip", "-n", b, "link", "set", vx, "master", br])
+        run(["ip", "-n", b, "addr", "add", "10.200.0.2/24", "dev", br])
+        for dev in (vx, br):
+            run(["ip", "-n", b, "link", "set", dev, "up"])
+        csum = run(["ip", "-n", b, "-d", "link", "show", vx]).stdout
+        kernel_tx = "udpcsum" if " udpcsum" in csum else "noudpcsum"
+        for zero in (False, True):
+            r = pair.call(pair.a, "vxlan", zero_csum=zero)
+            r["kernel_vxlan_tx"] = kernel_tx
+            results.append((f"kernel-vxlan zero_csum={zero}", r))
+    if "gre" in only:
+        echo = pair.serve(pair.b, "gre", role="echo")
+        a = pair.call(pair.a, "gre", role="send")
+        b = pair.finish(echo)
+        a["b_side"] = b
+        a["gre_kernel_support"] = _gre_kernel_support()
+        results.append(("raw-gre", a))
+    return results
+
+
+def _gre_kernel_support() -> str:
+    try:
+        import gzip
+        with gzip.open("/proc/config.gz", "rt") as f:
+            lines = [ln.strip() for ln in f if "IPGRE" in ln]
+        return "; ".join(lines) or "no IPGRE options in /proc/config.gz"
+    except OSError:
+        return "unknown (no /proc/config.gz)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--only", default="send,recv,gso,vxlan,gre")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--args", default="{}", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(WORKERS[args.worker](**json.loads(args.args))), flush=True)
+        return 0
+    if os.geteuid() != 0:
+        print("udpcost: needs root (network namespaces)", file=sys.stderr)
+        return 1
+    res = Resources()
+    try:
+        pair = Pair(res)
+        results = measure(pair, set(args.only.split(",")), args.seconds)
+    except (KeyboardInterrupt, Exception) as exc:  # report in one line; cleanup below
+        print(f"udpcost: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        problems = res.close()
+        if problems:
+            print("udpcost: could not remove: " + "; ".join(problems), file=sys.stderr)
+    for name, r in results:
+        print(f"{name:28s} {json.dumps(r)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

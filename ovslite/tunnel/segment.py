@@ -1,0 +1,157 @@
+"""Software GSO and checksum completion for frames entering a tunnel.
+
+ovslite moves frames as virtio_net_hdr + Ethernet (ovslite.vnet): a 64 KB TSO
+frame or a checksum-partial frame stays that way from port to port and the
+kernel finishes it on the far side. A tunnel has no far-side kernel for the
+inner frame (AF_PACKET's vnet header cannot describe a tunnel GSO frame), so
+before encapsulation `wire_frames` turns a packet into finished Ethernet
+frames: GSO frames cut into segments of at most gso_size payload (less if the
+tunnel's inner MTU demands it), with per-segment IP total length / payload
+length, IPv4 id + i and header checksum, TCP seq + i * mss, FIN/PSH only on the
+last segment and CWR only on the first (as the kernel's tcp_gso_segment),
+UDP_L4 as separate datagrams; every L4 checksum computed whole. A non-GSO
+frame with NEEDS_CSUM gets its partial checksum completed (skb_checksum_help).
+
+Limits: IPv4 and IPv6 (no extension headers between IPv6 and TCP/UDP are
+walked for the pseudo-header: csum_start says where L4 begins), at most one
+802.1Q/802.1ad tag pair before IP; legacy UFO (gso_type 3, IP fragmentation)
+and tunnel-in-tunnel GSO are refused with ValueError (the caller counts a drop).
+"""
+
+from __future__ import annotations
+
+import struct
+
+from ..vnet import VIRTIO_NET_HDR_F_NEEDS_CSUM, VNET_HDR, VNET_HDR_LEN
+from .checksum import checksum, ones_sum, pseudo_header_sum
+
+GSO_NONE, GSO_TCPV4, GSO_UDP, GSO_TCPV6, GSO_UDP_L4 = 0, 1, 3, 4, 5
+GSO_ECN = 0x80
+TCP_FIN, TCP_PSH, TCP_CWR = 0x01, 0x08, 0x80
+IPPROTO_TCP, IPPROTO_UDP = 6, 17
+UDP_CSUM_OFFSET = 6
+_U16 = struct.Struct("!H")
+_ETH_P_8021Q = (0x8100, 0x88A8)
+
+
+def _l3_offset(frame) -> tuple[int, int]:
+    """(EtherType, offset of the L3 header) past any VLAN tags."""
+    pos = 12
+    ethertype = (frame[pos] << 8) | frame[pos + 1]
+    while ethertype in _ETH_P_8021Q:
+        pos += 4
+        ethertype = (frame[pos] << 8) | frame[pos + 1]
+    return ethertype, pos + 2
+
+
+def complete_checksum(packet) -> bytes:
+    """The Ethernet frame of a non-GSO `packet` with its partial checksum (if any) finished.
+
+    The field at csum_start + csum_offset already holds the pseudo-header sum
+    (CHECKSUM_PARTIAL): the checksum is the complement of the sum from
+    csum_start to the end, that field included.
+    """
+    flags, _, _, _, start, offset = VNET_HDR.unpack_from(packet)
+    frame = packet[VNET_HDR_LEN:]
+    if not flags & VIRTIO_NET_HDR_F_NEEDS_CSUM:
+        return bytes(frame)
+    field = start + offset
+    if field + 2 > len(frame):
+        raise ValueError(f"csum_start {start} + csum_offset {offset} is past the frame ({len(frame)})")
+    value = checksum(frame[start:])
+    if value == 0 and offset == UDP_CSUM_OFFSET:
+        value = 0xFFFF  # a UDP checksum of 0 means "none": send its other form
+    return bytes(frame[:field]) + _U16.pack(value) + bytes(frame[field + 2:])
+
+
+def wire_frames(packet, max_l3_len: int | None = None) -> list[bytes]:
+    """The finished Ethernet frames `packet` (vnet header + frame) stands for.
+
+    `max_l3_len` (the tunnel's inner MTU) lowers the segment size when a GSO
+    frame's gso_size would make larger IP packets; a non-GSO frame is returned
+    whole (too-big is the caller's decision).
+    """
+    gso_type = packet[1] & ~GSO_ECN
+    if gso_type == GSO_NONE:
+        return [complete_checksum(packet)]
+    if gso_type not in (GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4):
+        raise ValueError(f"gso_type {gso_type} is not supported (TCPv4, TCPv6, UDP_L4 are)")
+    return segment(packet, max_l3_len)
+
+
+def segment(packet, max_l3_len: int | None = None) -> list[bytes]:
+    """Cut a TCP or UDP_L4 GSO packet into finished frames (see module doc)."""
+    _, gso_type, _, gso_size, l4, _ = VNET_HDR.unpack_from(packet)
+    gso_type &= ~GSO_ECN
+    frame = memoryview(packet)[VNET_HDR_LEN:]
+    ethertype, l3 = _l3_offset(frame)
+    if ethertype == 0x0800:
+        version, ip_hlen = 4, (frame[l3] & 0x0F) * 4
+        src, dst = frame[l3 + 12:l3 + 16], frame[l3 + 16:l3 + 20]
+        proto = frame[l3 + 9]
+        ip_id = (frame[l3 + 4] << 8) | frame[l3 + 5]
+    elif ethertype == 0x86DD:
+        version, ip_hlen = 6, 40
+        src, dst = frame[l3 + 8:l3 + 24], frame[l3 + 24:l3 + 40]
+        proto = IPPROTO_TCP if gso_type == GSO_TCPV6 else IPPROTO_UDP
+        ip_id = 0
+    else:
+        raise ValueError(f"GSO frame with EtherType {ethertype:#06x} (IPv4 or IPv6 expected)")
+    if gso_type == GSO_TCPV4 and version != 4 or gso_type == GSO_TCPV6 and version != 6:
+        raise ValueError(f"gso_type {gso_type} on an IPv{version} frame")
+    if l4 < l3 + ip_hlen or l4 + 8 > len(frame):
+        raise ValueError(f"csum_start {l4} does not point at an L4 header")
+    if gso_type == GSO_UDP_L4:
+        l4_hlen = 8
+        proto = IPPROTO_UDP
+    else:
+        l4_hlen = (frame[l4 + 12] >> 4) * 4
+        if l4_hlen < 20 or l4 + l4_hlen > len(frame):
+            raise ValueError("GSO frame with a malformed TCP header")
+        proto = IPPROTO_TCP
+    mss = gso_size
+    if max_l3_len is not None:
+        mss = min(mss, max_l3_len - (l4 - l3) - l4_hlen)
+    if mss <= 0:
+        raise ValueError(f"gso_size {gso_size} leaves no room for payload")
+
+    headers = frame[:l4 + l4_hlen]
+    payload = frame[l4 + l4_hlen:]
+    ip_head = bytes(headers[:l4])
+    l4_head = bytearray(headers[l4:])
+    field = UDP_CSUM_OFFSET if proto == IPPROTO_UDP else 16
+    l4_head[field:field + 2] = b"\0\0"
+    pseudo = pseudo_header_sum(src, dst, proto, 0)
+    count = max(1, -(-len(payload) // mss))
+    if proto == IPPROTO_TCP:
+        seq = int.from_bytes(l4_head[4:8], "big")
+        tcp_flags = l4_head[13]
+    out = []
+    for i in range(count):
+        chunk = payload[i * mss:(i + 1) * mss]
+        l4_len = l4_hlen + len(chunk)
+        head = bytearray(ip_head)
+        if version == 4:
+            head[l3 + 2:l3 + 4] = _U16.pack(l4 - l3 + l4_len)
+            head[l3 + 4:l3 + 6] = _U16.pack((ip_id + i) & 0xFFFF)
+            head[l3 + 10:l3 + 12] = b"\0\0"
+            head[l3 + 10:l3 + 12] = _U16.pack(checksum(head[l3:l3 + ip_hlen]))
+        else:
+            head[l3 + 4:l3 + 6] = _U16.pack(l4 - l3 - 40 + l4_len)
+        seg = bytearray(l4_head)
+        if proto == IPPROTO_TCP:
+            seg[4:8] = ((seq + i * mss) & 0xFFFFFFFF).to_bytes(4, "big")
+            flags = tcp_flags
+            if i:
+                flags &= ~TCP_CWR
+            if i != count - 1:
+                flags &= ~(TCP_FIN | TCP_PSH)
+            seg[13] = flags
+        else:
+            seg[4:6] = _U16.pack(l4_len)
+        value = checksum(chunk, ones_sum(seg, pseudo + l4_len))
+        if value == 0 and proto == IPPROTO_UDP:
+            value = 0xFFFF
+        seg[field:field + 2] = _U16.pack(value)
+        out.append(bytes(head) + bytes(seg) + bytes(chunk))
+    return out
