@@ -61,6 +61,7 @@ def _udp(bind_port: int | None = None, rcvbuf: int = 0) -> socket.socket:
 def worker_hold(seconds: float) -> dict:
     """Keep PORT bound (never read: datagrams beyond the buffer drop, no ICMP errors)."""
     sock = _udp(PORT)
+    print("ready", flush=True)
     time.sleep(seconds)
     sock.close()
     return {}
@@ -68,8 +69,10 @@ def worker_hold(seconds: float) -> dict:
 
 def worker_send(seconds: float, batch: int, dst: str = B_IP) -> dict:
     """Send PAYLOAD-byte datagrams for `seconds`: batch 1 = one per sendto, else UDP_SEGMENT."""
+    # Unconnected, as a tunnel port's one socket sending to many remotes (and so
+    # no ECONNREFUSED when the receiver goes first).
     sock = _udp()
-    sock.connect((dst, PORT))
+    addr = (dst, PORT)
     buf = os.urandom(PAYLOAD * batch)
     cmsg = [(SOL_UDP, UDP_SEGMENT, PAYLOAD.to_bytes(2, sys.byteorder))]
     calls, cpu0, t0 = 0, _cpu(), time.monotonic()
@@ -77,9 +80,9 @@ def worker_send(seconds: float, batch: int, dst: str = B_IP) -> dict:
     while True:
         for _ in range(64):
             if batch == 1:
-                sock.send(buf)
+                sock.sendto(buf, addr)
             else:
-                sock.sendmsg([buf], cmsg)
+                sock.sendmsg([buf], cmsg, 0, addr)
         calls += 64
         now = time.monotonic()
         if now >= deadline:
@@ -139,7 +142,7 @@ def worker_gso(seconds: float, send: bool, inner_mtu: int = 1450) -> dict:
     header = vxlan_header(100)
     sock = _udp()
     sock.bind(("0.0.0.0", udp_source_port(packet, 10)))
-    sock.connect((B_IP, PORT))
+    addr = (B_IP, PORT)
     frames = sends = 0
     cpu0, t0 = _cpu(), time.monotonic()
     deadline = t0 + seconds
@@ -151,7 +154,7 @@ def worker_gso(seconds: float, send: bool, inner_mtu: int = 1450) -> dict:
             cmsg = [(SOL_UDP, UDP_SEGMENT, size.to_bytes(2, sys.byteorder))]
             for i in range(0, len(segments), per_call):
                 chunk = segments[i:i + per_call]
-                sock.sendmsg([b"".join(header + s for s in chunk)], cmsg)
+                sock.sendmsg([b"".join(header + s for s in chunk)], cmsg, 0, addr)
                 sends += 1
         frames += 1
     wall, cpu = time.monotonic() - t0, _cpu() - cpu0
@@ -268,12 +271,10 @@ class Pair:
     def worker(self, ns: str, name: str, **kwargs) -> subprocess.Popen:
         cmd = ["ip", "netns", "exec", ns, sys.executable, "-m", "integration.bench.udpcost",
                "--worker", name, "--args", json.dumps(kwargs)]
-        return self.res.popen(cmd, stdout=subprocess.PIPE, text=True)
+        return self.res.popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def call(self, ns: str, name: str, timeout: float = 60, **kwargs) -> dict:
-        proc = self.worker(ns, name, **kwargs)
-        out, _ = proc.communicate(timeout=timeout)
-        return json.loads(out.strip().splitlines()[-1])
+        return self.finish(self.worker(ns, name, **kwargs), timeout)
 
     def serve(self, ns: str, name: str, **kwargs) -> subprocess.Popen:
         """Start a worker that prints 'ready' before it waits for traffic."""
@@ -283,14 +284,18 @@ class Pair:
         return proc
 
     def finish(self, proc: subprocess.Popen, timeout: float = 60) -> dict:
-        out, _ = proc.communicate(timeout=timeout)
-        return json.loads(out.strip().splitlines()[-1])
+        out, err = proc.communicate(timeout=timeout)
+        lines = out.strip().splitlines()
+        if proc.returncode != 0 or not lines:
+            last = (err.strip().splitlines() or ["no output"])[-1]
+            raise RuntimeError(f"worker {' '.join(proc.args[5:])[:80]} failed: {last}")
+        return json.loads(lines[-1])
 
 
 def measure(pair: Pair, only: set[str], seconds: float) -> list[tuple[str, dict]]:
     results = []
     if "send" in only:
-        sink = pair.worker(pair.b, "hold", seconds=4 * seconds + 30)
+        sink = pair.serve(pair.b, "hold", seconds=4 * seconds + 30)
         try:
             for batch in (1, 8, 16, 44):
                 results.append((f"send batch={batch}", pair.call(pair.a, "send", seconds=seconds,
@@ -304,7 +309,7 @@ def measure(pair: Pair, only: set[str], seconds: float) -> list[tuple[str, dict]
             results.append((f"recv gro={gro}", pair.finish(receiver)))
             pair.finish(sender)
     if "gso" in only:
-        sink = pair.worker(pair.b, "hold", seconds=2 * seconds + 30)
+        sink = pair.serve(pair.b, "hold", seconds=2 * seconds + 30)
         try:
             for send in (False, True):
                 results.append((f"gso64k send={send}", pair.call(pair.a, "gso", seconds=seconds,

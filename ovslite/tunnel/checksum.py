@@ -12,15 +12,17 @@ ints hold comfortably (any frame).
 
 from __future__ import annotations
 
-import ipaddress
-
 
 def ones_sum(data, initial: int = 0) -> int:
     """Ones'-complement 16-bit sum of `data` (odd length padded with a zero byte) plus `initial`."""
     value = int.from_bytes(data, "big")
     if len(data) & 1:
         value <<= 8
-    value += initial
+    return fold(value + initial)
+
+
+def fold(value: int) -> int:
+    """A non-negative sum of 16-bit words, folded to 16 bits ones'-complement style."""
     folded = value % 0xFFFF
     return 0xFFFF if folded == 0 and value else folded
 
@@ -33,7 +35,3 @@ def checksum(data, initial: int = 0) -> int:
 def pseudo_header_sum(src: bytes, dst: bytes, proto: int, length: int) -> int:
     """Unfolded sum of the IPv4 (4-byte addresses) or IPv6 (16-byte) pseudo-header."""
     return int.from_bytes(src, "big") + int.from_bytes(dst, "big") + proto + length
-
-
-def address_bytes(addr: str | ipaddress.IPv4Address | ipaddress.IPv6Address) -> bytes:
-    return ipaddress.ip_address(addr).packed

@@ -23,7 +23,7 @@ from __future__ import annotations
 import struct
 
 from ..vnet import VIRTIO_NET_HDR_F_NEEDS_CSUM, VNET_HDR, VNET_HDR_LEN
-from .checksum import checksum, ones_sum, pseudo_header_sum
+from .checksum import checksum, fold, ones_sum, pseudo_header_sum
 
 GSO_NONE, GSO_TCPV4, GSO_UDP, GSO_TCPV6, GSO_UDP_L4 = 0, 1, 3, 4, 5
 GSO_ECN = 0x80
@@ -31,6 +31,10 @@ TCP_FIN, TCP_PSH, TCP_CWR = 0x01, 0x08, 0x80
 IPPROTO_TCP, IPPROTO_UDP = 6, 17
 UDP_CSUM_OFFSET = 6
 _U16 = struct.Struct("!H")
+_U32 = struct.Struct("!I")
+_U8 = struct.Struct("!B")
+_IPV4_VAR = struct.Struct("!HH")  # total length, identification
+_UDP_VAR = struct.Struct("!HH")  # length, checksum
 _ETH_P_8021Q = (0x8100, 0x88A8)
 
 
@@ -115,43 +119,54 @@ def segment(packet, max_l3_len: int | None = None) -> list[bytes]:
     if mss <= 0:
         raise ValueError(f"gso_size {gso_size} leaves no room for payload")
 
-    headers = frame[:l4 + l4_hlen]
+    # Per segment only a few header words change, so the sums of the others are
+    # taken once here and each segment costs one pass over its payload
+    # (int.from_bytes) plus a handful of integer additions.
+    eth_ip = bytes(frame[:l4])
+    l4_head = bytes(frame[l4:l4 + l4_hlen])
     payload = frame[l4 + l4_hlen:]
-    ip_head = bytes(headers[:l4])
-    l4_head = bytearray(headers[l4:])
-    field = UDP_CSUM_OFFSET if proto == IPPROTO_UDP else 16
-    l4_head[field:field + 2] = b"\0\0"
-    pseudo = pseudo_header_sum(src, dst, proto, 0)
-    count = max(1, -(-len(payload) // mss))
-    if proto == IPPROTO_TCP:
+    if version == 4:  # words 1 (total length), 2 (id) and 5 (checksum) change
+        ip_pre, ip_mid, ip_post = eth_ip[:l3 + 2], eth_ip[l3 + 6:l3 + 10], eth_ip[l3 + 12:]
+        ip_const = ones_sum(eth_ip[l3:l3 + 2] + ip_mid + eth_ip[l3 + 12:l3 + ip_hlen])
+    else:  # the payload length word changes
+        ip_pre, ip_post = eth_ip[:l3 + 4], eth_ip[l3 + 6:]
+    l3_len = l4 - l3  # IP header, with IPv4 options or IPv6 extension headers
+    if proto == IPPROTO_TCP:  # seq, the flags byte and the checksum change
         seq = int.from_bytes(l4_head[4:8], "big")
         tcp_flags = l4_head[13]
+        tcp_ports, tcp_ack_off, tcp_window, tcp_rest = (
+            l4_head[:4], l4_head[8:13], l4_head[14:16], l4_head[18:])
+        l4_const = ones_sum(tcp_ports + bytes(4) + tcp_ack_off + b"\0" + tcp_window + b"\0\0" + tcp_rest)
+    else:  # length and checksum change
+        udp_ports = l4_head[:4]
+        l4_const = ones_sum(udp_ports)
+    base = pseudo_header_sum(src, dst, proto, 0) + l4_const
+    count = max(1, -(-len(payload) // mss))
     out = []
     for i in range(count):
         chunk = payload[i * mss:(i + 1) * mss]
         l4_len = l4_hlen + len(chunk)
-        head = bytearray(ip_head)
+        data = int.from_bytes(chunk, "big")
+        if len(chunk) & 1:
+            data <<= 8  # the odd byte is the high half of a word
         if version == 4:
-            head[l3 + 2:l3 + 4] = _U16.pack(l4 - l3 + l4_len)
-            head[l3 + 4:l3 + 6] = _U16.pack((ip_id + i) & 0xFFFF)
-            head[l3 + 10:l3 + 12] = b"\0\0"
-            head[l3 + 10:l3 + 12] = _U16.pack(checksum(head[l3:l3 + ip_hlen]))
+            total, ip_id_i = l3_len + l4_len, (ip_id + i) & 0xFFFF
+            ip = b"".join((ip_pre, _IPV4_VAR.pack(total, ip_id_i), ip_mid,
+                           _U16.pack(~fold(ip_const + total + ip_id_i) & 0xFFFF), ip_post))
         else:
-            head[l3 + 4:l3 + 6] = _U16.pack(l4 - l3 - 40 + l4_len)
-        seg = bytearray(l4_head)
+            ip = b"".join((ip_pre, _U16.pack(l3_len - 40 + l4_len), ip_post))
         if proto == IPPROTO_TCP:
-            seg[4:8] = ((seq + i * mss) & 0xFFFFFFFF).to_bytes(4, "big")
+            seq_i = (seq + i * mss) & 0xFFFFFFFF
             flags = tcp_flags
             if i:
                 flags &= ~TCP_CWR
             if i != count - 1:
                 flags &= ~(TCP_FIN | TCP_PSH)
-            seg[13] = flags
+            value = ~fold(base + l4_len + seq_i + flags + data) & 0xFFFF
+            l4_bytes = b"".join((tcp_ports, _U32.pack(seq_i), tcp_ack_off, _U8.pack(flags),
+                                 tcp_window, _U16.pack(value), tcp_rest))
         else:
-            seg[4:6] = _U16.pack(l4_len)
-        value = checksum(chunk, ones_sum(seg, pseudo + l4_len))
-        if value == 0 and proto == IPPROTO_UDP:
-            value = 0xFFFF
-        seg[field:field + 2] = _U16.pack(value)
-        out.append(bytes(head) + bytes(seg) + bytes(chunk))
+            value = ~fold(base + 2 * l4_len + data) & 0xFFFF
+            l4_bytes = udp_ports + _UDP_VAR.pack(l4_len, value or 0xFFFF)
+        out.append(b"".join((ip, l4_bytes, chunk)))
     return out
