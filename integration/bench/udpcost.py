@@ -358,11 +358,18 @@ def measure(pair: Pair, only: set[str], seconds: float) -> list[tuple[str, dict]
         finally:
             pair.res.release(sink)
     if "recv" in only:
-        for gro in (False, True):
+        # batch 44: UDP_SEGMENT super-datagrams cross the veth whole, so UDP_GRO reads
+        # get them whole; batch 1: datagrams one by one, coalesced only if the
+        # receiving veth runs GRO (off by default; `ethtool -K ... gro on`).
+        for gro, batch, veth_gro in ((False, 44, "off"), (True, 44, "off"), (True, 1, "off"),
+                                     (True, 1, "on")):
+            run(["ip", "netns", "exec", pair.b, "ethtool", "-K", pair.veth_b, "gro", veth_gro])
             receiver = pair.serve(pair.b, "recv", seconds=seconds, gro=gro)
-            sender = pair.worker(pair.a, "send", seconds=seconds + 2, batch=44)
-            results.append((f"recv gro={gro}", pair.finish(receiver)))
-            pair.finish(sender)
+            sender = pair.worker(pair.a, "send", seconds=seconds + 2, batch=batch)
+            r = pair.finish(receiver)
+            r["sender"] = pair.finish(sender)["datagrams_per_s"]
+            results.append((f"recv gro={gro} sender-batch={batch} veth-gro={veth_gro}", r))
+        run(["ip", "netns", "exec", pair.b, "ethtool", "-K", pair.veth_b, "gro", "off"])
     if "gso" in only:
         sink = pair.serve(pair.b, "hold", seconds=2 * seconds + 30)
         try:
@@ -447,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
         if problems:
             print("udpcost: could not remove: " + "; ".join(problems), file=sys.stderr)
     for name, r in results:
-        print(f"{name:28s} {json.dumps(r)}")
+        print(f"{name:44s} {json.dumps(r)}")
     return 0
 
 
