@@ -172,3 +172,11 @@ def test_frame_without_offload_metadata_is_returned_as_is():
 def test_unusable_offload_metadata_is_a_one_line_error(packet, message):
     with pytest.raises(ValueError, match=message):
         wire_frames(packet)
+
+
+def test_prefix_goes_in_front_of_every_frame():
+    big = _gso(bytes(_tcp4(PAYLOAD, "PA")), GSO_TCPV4, 1448, 34, 16, 6)
+    plain = wire_frames(big)
+    assert wire_frames(big, prefix=b"VXLANHDR") == [b"VXLANHDR" + f for f in plain]
+    small = VNET_HDR.pack(0, GSO_NONE, 0, 0, 0, 0) + plain[0]
+    assert wire_frames(small, prefix=b"HDR") == [b"HDR" + plain[0]]

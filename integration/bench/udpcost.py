@@ -62,8 +62,14 @@ def _udp(bind_port: int | None = None, rcvbuf: int = 0) -> socket.socket:
 
 
 def worker_hold(seconds: float) -> dict:
-    """Keep PORT bound (never read: datagrams beyond the buffer drop, no ICMP errors)."""
+    """Keep PORT bound (never read: datagrams beyond the buffer drop, no ICMP errors).
+
+    UDP_GRO on, so a UDP_SEGMENT super-datagram that crossed the veth whole is
+    queued (or dropped) whole: without it the kernel would split it into
+    datagrams at this socket, in the sender's softirq, and charge the sender.
+    """
     sock = _udp(PORT)
+    sock.setsockopt(SOL_UDP, UDP_GRO, 1)
     print("ready", flush=True)
     time.sleep(seconds)
     sock.close()
@@ -161,8 +167,10 @@ def worker_gso(seconds: float, mode: str, inner_mtu: int = 1450) -> dict:
     """64 KB TCP GSO frames made ready for a VXLAN tunnel, one of three ways:
     segment    ovslite.tunnel.segment.wire_frames alone (no I/O)
     send       the same + VXLAN header + UDP_SEGMENT sendmsg (up to 64 KB a call)
-    sums       only the per-segment payload sums, with numpy (what a numpy
-               checksum path would cost instead of int.from_bytes)
+    pysums     only the per-segment payload sums as segment() takes them
+               (int.from_bytes and % 0xFFFF per segment)
+    sums       the same sums with numpy (what a numpy checksum path would cost)
+    sendonly   the sends of `send` alone (segments made once, before the clock)
     """
     from ovslite.tunnel.headers import udp_source_port, vxlan_header
     from ovslite.tunnel.segment import wire_frames
@@ -176,17 +184,24 @@ def worker_gso(seconds: float, mode: str, inner_mtu: int = 1450) -> dict:
     cpu0, t0 = _cpu(), time.monotonic()
     deadline = t0 + seconds
     while time.monotonic() < deadline:
-        if mode == "sums":
+        if mode == "sendonly":  # the sends of "send" without the segmenting
+            if not segments:
+                out = wire_frames(packet, inner_mtu, header)
+                segments = len(out)
+        elif mode == "sums":
             segments = len(_numpy_sums(payload, INNER_MSS))
+        elif mode == "pysums":
+            segments = len([int.from_bytes(payload[i:i + INNER_MSS], "big") % 0xFFFF
+                            for i in range(0, len(payload), INNER_MSS)])
         else:
-            out = wire_frames(packet, inner_mtu)
+            out = wire_frames(packet, inner_mtu, header if mode == "send" else b"")
             segments = len(out)
-        if mode == "send":
-            size = len(header) + len(out[0])
+        if mode in ("send", "sendonly"):  # every datagram the same size but the last: UDP_SEGMENT's rule
+            size = len(out[0])
             per_call = UDP_MAX_PAYLOAD // size
             cmsg = [(SOL_UDP, UDP_SEGMENT, size.to_bytes(2, sys.byteorder))]
             for i in range(0, len(out), per_call):
-                sock.sendmsg([b"".join(header + s for s in out[i:i + per_call])], cmsg, 0, addr)
+                sock.sendmsg([b"".join(out[i:i + per_call])], cmsg, 0, addr)
                 sends += 1
         frames += 1
     wall, cpu = time.monotonic() - t0, _cpu() - cpu0
@@ -373,7 +388,7 @@ def measure(pair: Pair, only: set[str], seconds: float) -> list[tuple[str, dict]
     if "gso" in only:
         sink = pair.serve(pair.b, "hold", seconds=2 * seconds + 30)
         try:
-            for mode in ("segment", "send", "sums"):
+            for mode in ("segment", "send", "sendonly", "pysums", "sums"):
                 results.append((f"gso64k {mode}", pair.call(pair.a, "gso", seconds=seconds,
                                                             mode=mode)))
         finally:

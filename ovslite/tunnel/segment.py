@@ -48,7 +48,7 @@ def _l3_offset(frame) -> tuple[int, int]:
     return ethertype, pos + 2
 
 
-def complete_checksum(packet) -> bytes:
+def complete_checksum(packet, prefix: bytes = b"") -> bytes:
     """The Ethernet frame of a non-GSO `packet` with its partial checksum (if any) finished.
 
     The field at csum_start + csum_offset already holds the pseudo-header sum
@@ -56,34 +56,36 @@ def complete_checksum(packet) -> bytes:
     csum_start to the end, that field included.
     """
     flags, _, _, _, start, offset = VNET_HDR.unpack_from(packet)
-    frame = packet[VNET_HDR_LEN:]
+    frame = memoryview(packet)[VNET_HDR_LEN:]
     if not flags & VIRTIO_NET_HDR_F_NEEDS_CSUM:
-        return bytes(frame)
+        return b"".join((prefix, frame))
     field = start + offset
     if field + 2 > len(frame):
         raise ValueError(f"csum_start {start} + csum_offset {offset} is past the frame ({len(frame)})")
     value = checksum(frame[start:])
     if value == 0 and offset == UDP_CSUM_OFFSET:
         value = 0xFFFF  # a UDP checksum of 0 means "none": send its other form
-    return bytes(frame[:field]) + _U16.pack(value) + bytes(frame[field + 2:])
+    return b"".join((prefix, frame[:field], _U16.pack(value), frame[field + 2:]))
 
 
-def wire_frames(packet, max_l3_len: int | None = None) -> list[bytes]:
+def wire_frames(packet, max_l3_len: int | None = None, prefix: bytes = b"") -> list[bytes]:
     """The finished Ethernet frames `packet` (vnet header + frame) stands for.
 
     `max_l3_len` (the tunnel's inner MTU) lowers the segment size when a GSO
     frame's gso_size would make larger IP packets; a non-GSO frame is returned
-    whole (too-big is the caller's decision).
+    whole (too-big is the caller's decision). Each frame comes with `prefix`
+    in front (a tunnel header that is the same for all: VXLAN, Geneve), which
+    saves copying every segment again to encapsulate it.
     """
     gso_type = packet[1] & ~GSO_ECN
     if gso_type == GSO_NONE:
-        return [complete_checksum(packet)]
+        return [complete_checksum(packet, prefix)]
     if gso_type not in (GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4):
         raise ValueError(f"gso_type {gso_type} is not supported (TCPv4, TCPv6, UDP_L4 are)")
-    return segment(packet, max_l3_len)
+    return segment(packet, max_l3_len, prefix)
 
 
-def segment(packet, max_l3_len: int | None = None) -> list[bytes]:
+def segment(packet, max_l3_len: int | None = None, prefix: bytes = b"") -> list[bytes]:
     """Cut a TCP or UDP_L4 GSO packet into finished frames (see module doc)."""
     _, gso_type, _, gso_size, l4, _ = VNET_HDR.unpack_from(packet)
     gso_type &= ~GSO_ECN
@@ -168,5 +170,5 @@ def segment(packet, max_l3_len: int | None = None) -> list[bytes]:
         else:
             value = ~fold(base + 2 * l4_len + data) & 0xFFFF
             l4_bytes = udp_ports + _UDP_VAR.pack(l4_len, value or 0xFFFF)
-        out.append(b"".join((ip, l4_bytes, chunk)))
+        out.append(b"".join((prefix, ip, l4_bytes, chunk)))
     return out
