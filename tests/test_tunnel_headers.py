@@ -171,6 +171,7 @@ def test_parsers_never_raise_on_garbage():
         for parse in (parse_vxlan, parse_geneve, parse_gre):
             result = parse(data)
             assert isinstance(result, tuple) or result in DROP_REASONS
+        assert 32768 <= udp_source_port(data) < 60999  # an inner frame is not trusted either
 
 
 # -- checksum and flow hash ------------------------------------------------------

@@ -180,3 +180,30 @@ def test_prefix_goes_in_front_of_every_frame():
     assert wire_frames(big, prefix=b"VXLANHDR") == [b"VXLANHDR" + f for f in plain]
     small = VNET_HDR.pack(0, GSO_NONE, 0, 0, 0, 0) + plain[0]
     assert wire_frames(small, prefix=b"HDR") == [b"HDR" + plain[0]]
+
+
+def test_wrong_l4_protocol_for_the_gso_type_is_refused():
+    udp = bytes(ETH / IP(src="10.0.0.1", dst="10.0.0.2") / UDP(sport=1, dport=2) / PAYLOAD)
+    with pytest.raises(ValueError, match="protocol 17"):
+        wire_frames(VNET_HDR.pack(1, GSO_TCPV4, 0, 1000, 34, 16) + udp)
+    tcp = bytes(_tcp4(PAYLOAD, "A"))
+    with pytest.raises(ValueError, match="protocol 6"):
+        wire_frames(VNET_HDR.pack(1, GSO_UDP_L4, 0, 1000, 34, 6) + tcp)
+
+
+def test_garbage_offload_metadata_raises_only_value_error():
+    # what a port hands the switch is not trusted: any header, any frame, never a crash
+    import random
+    rng = random.Random(13)
+    good = bytes(_tcp4(PAYLOAD[:3000], "A"))
+    for _ in range(3000):
+        frame = good[:rng.randrange(len(good) + 1)]
+        if rng.random() < 0.3:
+            frame = bytes(rng.randrange(256) for _ in range(rng.randrange(80)))
+        header = VNET_HDR.pack(rng.choice((0, 1)), rng.choice((0, 1, 3, 4, 5, 0x81, 9)), 0,
+                               rng.choice((0, 1, 536, 1448, 65535)), rng.randrange(120),
+                               rng.choice((6, 16, rng.randrange(65536))))
+        try:
+            wire_frames(header + frame, rng.choice((None, 60, 1450)))
+        except ValueError:
+            pass

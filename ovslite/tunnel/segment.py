@@ -39,11 +39,15 @@ _ETH_P_8021Q = (0x8100, 0x88A8)
 
 
 def _l3_offset(frame) -> tuple[int, int]:
-    """(EtherType, offset of the L3 header) past any VLAN tags."""
+    """(EtherType, offset of the L3 header) past any VLAN tags; ValueError if cut short."""
     pos = 12
+    if len(frame) < pos + 2:
+        raise ValueError(f"GSO frame of {len(frame)} bytes has no Ethernet header")
     ethertype = (frame[pos] << 8) | frame[pos + 1]
     while ethertype in _ETH_P_8021Q:
         pos += 4
+        if len(frame) < pos + 2:
+            raise ValueError("GSO frame ends inside its VLAN tags")
         ethertype = (frame[pos] << 8) | frame[pos + 1]
     return ethertype, pos + 2
 
@@ -91,30 +95,36 @@ def segment(packet, max_l3_len: int | None = None, prefix: bytes = b"") -> list[
     gso_type &= ~GSO_ECN
     frame = memoryview(packet)[VNET_HDR_LEN:]
     ethertype, l3 = _l3_offset(frame)
+    proto = IPPROTO_UDP if gso_type == GSO_UDP_L4 else IPPROTO_TCP
     if ethertype == 0x0800:
+        if len(frame) < l3 + 20:
+            raise ValueError("GSO frame ends inside its IPv4 header")
         version, ip_hlen = 4, (frame[l3] & 0x0F) * 4
         src, dst = frame[l3 + 12:l3 + 16], frame[l3 + 16:l3 + 20]
-        proto = frame[l3 + 9]
+        ip_proto = frame[l3 + 9]
         ip_id = (frame[l3 + 4] << 8) | frame[l3 + 5]
     elif ethertype == 0x86DD:
+        if len(frame) < l3 + 40:
+            raise ValueError("GSO frame ends inside its IPv6 header")
         version, ip_hlen = 6, 40
         src, dst = frame[l3 + 8:l3 + 24], frame[l3 + 24:l3 + 40]
-        proto = IPPROTO_TCP if gso_type == GSO_TCPV6 else IPPROTO_UDP
+        # with extension headers, csum_start (not the Next Header chain) says where L4 is
+        ip_proto = frame[l3 + 6] if l4 == l3 + 40 else proto
         ip_id = 0
     else:
         raise ValueError(f"GSO frame with EtherType {ethertype:#06x} (IPv4 or IPv6 expected)")
     if gso_type == GSO_TCPV4 and version != 4 or gso_type == GSO_TCPV6 and version != 6:
         raise ValueError(f"gso_type {gso_type} on an IPv{version} frame")
-    if l4 < l3 + ip_hlen or l4 + 8 > len(frame):
+    if ip_proto != proto:
+        raise ValueError(f"gso_type {gso_type} on a frame of IP protocol {ip_proto}")
+    if l4 < l3 + ip_hlen or l4 + (8 if proto == IPPROTO_UDP else 20) > len(frame):
         raise ValueError(f"csum_start {l4} does not point at an L4 header")
     if gso_type == GSO_UDP_L4:
         l4_hlen = 8
-        proto = IPPROTO_UDP
     else:
         l4_hlen = (frame[l4 + 12] >> 4) * 4
         if l4_hlen < 20 or l4 + l4_hlen > len(frame):
             raise ValueError("GSO frame with a malformed TCP header")
-        proto = IPPROTO_TCP
     mss = gso_size
     if max_l3_len is not None:
         mss = min(mss, max_l3_len - (l4 - l3) - l4_hlen)
