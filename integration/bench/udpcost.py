@@ -1,6 +1,6 @@
 """What a tunnel's datagrams cost from Python, measured between two namespaces.
 
-    .venv/bin/python -m integration.bench.udpcost [--seconds 2] [--only send,recv,gso,kgso,vxlan,gre]
+    .venv/bin/python -m integration.bench.udpcost [--seconds 2] [--only send,recv,gso,kgso,vxlan,gre,headers]
 
 Two namespaces A and B (192.168.77.1/24 and .2 on one veth pair), made here and
 removed on exit, also on failure or Ctrl-C (integration.bench.resources). Each
@@ -17,6 +17,7 @@ traffic stays in the pair:
   vxlan  the kernel's vxlan device + bridge in B answers ARP and ping that A
          sends as VXLAN built by ovslite.tunnel.headers over a plain UDP socket
   gre    a raw IPPROTO_GRE socket in A and B exchanges GRE (key, checksum)
+  headers  CPU per call of ovslite.tunnel.headers' per-frame work (no I/O)
 Rates are wall-clock over the run; CPU is the worker's own user+sys time, the
 steadier figure on a shared machine. Prints one JSON object per measurement,
 then a table. Limits: IPv4 only; one sender and one receiver process.
@@ -151,6 +152,8 @@ def measure(pair: Pair, only: set[str], seconds: float) -> list[tuple[str, dict]
             r["wire_outer_udp_checksum"] = found[0] if found else "not seen"
             r["kernel_vxlan_tx"] = kernel_tx
             results.append((f"kernel-vxlan zero_csum={zero}", r))
+    if "headers" in only:
+        results.append(("header-work per call", pair.call(pair.a, "headers")))
     if "gre" in only:
         echo = pair.serve(pair.b, "gre", role="echo")
         a = pair.call(pair.a, "gre", role="send")
@@ -174,7 +177,7 @@ def _gre_kernel_support() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=2.0)
-    parser.add_argument("--only", default="send,recv,gso,kgso,vxlan,gre")
+    parser.add_argument("--only", default="send,recv,gso,kgso,vxlan,gre,headers")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--args", default="{}", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

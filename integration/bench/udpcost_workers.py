@@ -295,7 +295,31 @@ def worker_gre(role: str) -> dict:
             "inner_ok": not isinstance(parsed, str) and data[ihl + parsed[1]:] == inner}
 
 
+def worker_headers(rounds: int = 200_000) -> dict:
+    """CPU per call of the per-frame header work (no I/O): build, parse, source port."""
+    from ovslite.tunnel import headers as h
+    frame = _gso_packet(18)[10:]  # a 72-byte Ethernet/IPv4/TCP frame
+    vx, gn, gr = h.vxlan_header(100) + frame, h.geneve_header(100) + frame, h.gre_header(7) + frame
+    cases = {
+        "vxlan_header": lambda: h.vxlan_header(100),
+        "parse_vxlan": lambda: h.parse_vxlan(vx),
+        "geneve_header": lambda: h.geneve_header(100),
+        "parse_geneve": lambda: h.parse_geneve(gn),
+        "gre_header": lambda: h.gre_header(7),
+        "gre_header_csum": lambda: h.gre_header(7, True, frame),
+        "parse_gre": lambda: h.parse_gre(gr),
+        "udp_source_port": lambda: h.udp_source_port(frame),
+    }
+    out = {}
+    for name, fn in cases.items():
+        cpu0 = _cpu()
+        for _ in range(rounds):
+            fn()
+        out[name + "_ns"] = round((_cpu() - cpu0) / rounds * 1e9)
+    return out
+
+
 WORKERS = {"hold": worker_hold, "send": worker_send, "recv": worker_recv, "gso": worker_gso,
-           "kgso": worker_kernel_gso, "vxlan": worker_vxlan_check, "gre": worker_gre}
+           "kgso": worker_kernel_gso, "headers": worker_headers, "vxlan": worker_vxlan_check, "gre": worker_gre}
 
 

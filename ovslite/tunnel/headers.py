@@ -164,34 +164,38 @@ def parse_gre(data) -> tuple[int, int, int] | str:
 EPHEMERAL_MIN, EPHEMERAL_MAX = 32768, 60999
 _ETH_P_8021Q = (0x8100, 0x88A8)
 _L4_PORTS = (6, 17, 132, 33)  # TCP, UDP, SCTP, DCCP: protocols whose first 4 bytes are ports
+_PROTO = [bytes((n,)) for n in range(256)]
+
+
+_IPV4_FLOW = struct.Struct("!B5xHxB2x8s")  # version/IHL, flags/fragment, protocol, addresses
+_IPV6_FLOW = struct.Struct("!6xB1x32s")  # next header, addresses
 
 
 def flow_key(frame, offset: int = 0) -> bytes:
-    """The bytes that identify `frame`'s flow: MACs and EtherType, IP addresses,
-    protocol and L4 ports when present (ports not for IPv4 fragments)."""
+    """The bytes that identify `frame`'s flow: MACs, VLAN tags and EtherType, IP
+    addresses, protocol and L4 ports when present (no ports for IPv4 fragments
+    or behind IPv6 extension headers, which are not walked)."""
     pos = offset + 12
-    ethertype = (frame[pos] << 8) | frame[pos + 1] if len(frame) >= pos + 2 else 0
-    while ethertype in _ETH_P_8021Q and len(frame) >= pos + 6:
+    size = len(frame)
+    ethertype = (frame[pos] << 8) | frame[pos + 1] if size >= pos + 2 else 0
+    while ethertype in _ETH_P_8021Q and size >= pos + 6:
         pos += 4
         ethertype = (frame[pos] << 8) | frame[pos + 1]
     l3 = pos + 2
-    key = bytes(frame[offset:offset + 12]) + bytes(frame[pos:l3])
-    if ethertype == 0x0800 and len(frame) >= l3 + 20:
-        ihl = (frame[l3] & 0x0F) * 4
-        proto = frame[l3 + 9]
-        key += bytes(frame[l3 + 9:l3 + 10]) + bytes(frame[l3 + 12:l3 + 20])
-        fragment = ((frame[l3 + 6] << 8) | frame[l3 + 7]) & 0x3FFF
-        l4 = l3 + ihl
-    elif ethertype == 0x86DD and len(frame) >= l3 + 40:
-        proto = frame[l3 + 6]
-        key += bytes(frame[l3 + 6:l3 + 7]) + bytes(frame[l3 + 8:l3 + 40])
-        fragment = 0
-        l4 = l3 + 40  # extension headers are not walked: such flows hash by address only
+    key = bytes(frame[offset:l3])
+    if ethertype == 0x0800 and size >= l3 + 20:
+        vihl, fragment, proto, addresses = _IPV4_FLOW.unpack_from(frame, l3)
+        l4 = l3 + (vihl & 0x0F) * 4
+        if fragment & 0x3FFF:
+            proto = 0  # a later fragment has no ports; the first must hash like it
+    elif ethertype == 0x86DD and size >= l3 + 40:
+        proto, addresses = _IPV6_FLOW.unpack_from(frame, l3)
+        l4 = l3 + 40
     else:
         return key
-    if proto in _L4_PORTS and not fragment and len(frame) >= l4 + 4:
-        key += bytes(frame[l4:l4 + 4])
-    return key
+    if proto in _L4_PORTS and size >= l4 + 4:
+        return b"".join((key, addresses, _PROTO[proto], frame[l4:l4 + 4]))
+    return b"".join((key, addresses, _PROTO[proto]))
 
 
 def udp_source_port(frame, offset: int = 0, port_min: int = EPHEMERAL_MIN,
