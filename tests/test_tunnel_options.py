@@ -25,6 +25,7 @@ def test_every_option_given():
     opts = parse_options("vxlan", {
         "remote_ip": "192.168.50.2, 192.168.50.3", "local_ip": "192.168.50.1", "key": "0xffffff",
         "dst_port": "8472", "csum": "true", "ttl": "1", "tos": "inherit", "df_default": "false"})
+    assert parse_options("vxlan", {"remote_ip": "10.0.0.1", "tos": "184"}).tos == 184  # DSCP 46
     assert [str(a) for a in opts.remote_ips] == ["192.168.50.2", "192.168.50.3"]
     assert str(opts.local_ip) == "192.168.50.1"
     assert (opts.key, opts.dst_port, opts.csum, opts.ttl, opts.tos, opts.df_default) == (
@@ -39,6 +40,15 @@ def test_gre_key_is_32_bits():
 def test_ipv6_remotes():
     opts = parse_options("geneve", {"remote_ip": "fd00::2", "local_ip": "fd00::1"})
     assert opts.ipv6
+
+
+@pytest.mark.parametrize("tunnel_type, remote, expected", [
+    ("vxlan", "10.0.0.1", False), ("geneve", "10.0.0.1", False), ("gre", "10.0.0.1", False),
+    ("vxlan", "fd00::1", True), ("geneve", "fd00::1", True), ("gre", "fd00::1", False)])
+def test_csum_default_is_ovs_one(tunnel_type, remote, expected):
+    # vswitch.xml: unset = on for UDP IPv6 tunnels, off for GRE and IPv4 UDP tunnels
+    assert parse_options(tunnel_type, {"remote_ip": remote}).csum is expected
+    assert parse_options(tunnel_type, {"remote_ip": remote, "csum": "false"}).csum is False
 
 
 @pytest.mark.parametrize("tunnel_type, options, expected", [
@@ -82,6 +92,7 @@ def test_overhead_and_inner_mtu(tunnel_type, options, expected):
     ("vxlan", {"remote_ip": "10.0.0.1", "ttl": "inherit"}, "ttl: 'inherit' is not supported"),
     ("vxlan", {"remote_ip": "10.0.0.1", "tos": "256"}, "tos: 256 is out of range (0-255)"),
     ("vxlan", {"remote_ip": "10.0.0.1", "tos": "copy"}, "tos: 'copy' is not a number"),
+    ("vxlan", {"remote_ip": "10.0.0.1", "tos": "1"}, "tos: 1 sets ECN bits"),
     ("vxlan", {"remote_ip": "10.0.0.1", "peer": "x"}, "peer: unknown option for a vxlan port"),
     ("lisp", {"remote_ip": "10.0.0.1"}, "type lisp: not supported: lisp carries IP packets"),
     ("stt", {"remote_ip": "10.0.0.1"}, "type stt: not supported: stt is obsolete"),

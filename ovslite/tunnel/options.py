@@ -53,6 +53,7 @@ class TunnelOptions:
     #: GRE only: a key field is sent (and expected) only when `key` was given, as in OVS
     key_present: bool = False
     dst_port: int | None = None
+    #: outer UDP / GRE checksum on send (received ones are checked whatever this says)
     csum: bool = False
     ttl: int = 64
     #: None: copy the inner IP header's TOS ("inherit")
@@ -163,7 +164,10 @@ def parse_options(tunnel_type: str, options: Mapping[str, str]) -> TunnelOptions
             raise _fail("dst_port", f"a {tunnel_type} port has no UDP port")
         dst_port = _parse_int("dst_port", options["dst_port"], 1, 65535)
 
-    csum = _parse_bool("csum", options["csum"]) if "csum" in options else False
+    # OVS: unset means on for UDP over IPv6 (RFC 8200 wants UDP checksums there),
+    # off for UDP over IPv4 and for GRE
+    csum_default = remotes[0].version == 6 and tunnel_type != "gre"
+    csum = _parse_bool("csum", options["csum"]) if "csum" in options else csum_default
     df_default = _parse_bool("df_default", options["df_default"]) if "df_default" in options else True
 
     ttl = 64
@@ -175,6 +179,8 @@ def parse_options(tunnel_type: str, options: Mapping[str, str]) -> TunnelOptions
     tos: int | None = 0
     if "tos" in options:
         tos = None if options["tos"].strip() == "inherit" else _parse_int("tos", options["tos"], 0, 255)
+        if tos is not None and tos & 0x03:
+            raise _fail("tos", f"{tos} sets ECN bits (the low 2 bits must be 0: ECN is inherited)")
 
     return TunnelOptions(tunnel_type, remotes, local_ip, key, key_present, dst_port, csum, ttl,
                          tos, df_default)
