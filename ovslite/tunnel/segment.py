@@ -12,10 +12,13 @@ last segment and CWR only on the first (as the kernel's tcp_gso_segment),
 UDP_L4 as separate datagrams; every L4 checksum computed whole. A non-GSO
 frame with NEEDS_CSUM gets its partial checksum completed (skb_checksum_help).
 
-Limits: IPv4 and IPv6 (no extension headers between IPv6 and TCP/UDP are
-walked for the pseudo-header: csum_start says where L4 begins), at most one
-802.1Q/802.1ad tag pair before IP; legacy UFO (gso_type 3, IP fragmentation)
-and tunnel-in-tunnel GSO are refused with ValueError (the caller counts a drop).
+Limits: IPv4 and IPv6 (IPv6 extension headers are not walked: csum_start
+says where L4 begins), behind any number of 802.1Q/802.1ad tags; legacy UFO
+(gso_type 3, IP fragmentation), other gso_types, and frames whose headers
+contradict the vnet header are refused with a one-line ValueError (the caller
+counts a drop), never another exception. Cost: one int.from_bytes per segment
+plus a few integer additions; ~330-430 µs of CPU per 64 KB frame here
+(docs/overlay-design.md (e)).
 """
 
 from __future__ import annotations
