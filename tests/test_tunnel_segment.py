@@ -207,3 +207,32 @@ def test_garbage_offload_metadata_raises_only_value_error():
             wire_frames(header + frame, rng.choice((None, 60, 1450)))
         except ValueError:
             pass
+
+
+def test_ipv4_options_are_copied_into_every_segment():
+    from scapy.layers.inet import IPOption_RR
+
+    def frame(payload, flags, seq, ip_id):
+        return bytes(ETH / IP(src="10.0.0.1", dst="10.0.0.2", id=ip_id,
+                              options=[IPOption_RR(routers=["1.2.3.4"])])
+                     / TCP(sport=1, dport=2, seq=seq, flags=flags) / payload)
+    big = frame(PAYLOAD[:4000], "PA", 10, 70)
+    ihl = (big[14] & 0x0F) * 4
+    assert ihl > 20
+    l4 = 14 + ihl
+    frames = wire_frames(_gso(big, GSO_TCPV4, 1500, l4, 16, 6))
+    for i, chunk in enumerate([PAYLOAD[:4000][j:j + 1500] for j in range(0, 4000, 1500)]):
+        assert frames[i] == frame(chunk, "PA" if i == 2 else "A", 10 + i * 1500, 70 + i)
+
+
+def test_ipv6_extension_header_stays_in_every_segment():
+    from scapy.layers.inet6 import IPv6ExtHdrDestOpt
+
+    def frame(payload, flags, seq):
+        return bytes(ETH / IPv6(src="fd00::1", dst="fd00::2") / IPv6ExtHdrDestOpt()
+                     / TCP(sport=1, dport=2, seq=seq, flags=flags) / payload)
+    big = frame(PAYLOAD[:3000], "PA", 5)
+    l4 = 14 + 40 + 8
+    frames = wire_frames(_gso(big, GSO_TCPV6, 1200, l4, 16, 6, v6=True))
+    for i, chunk in enumerate([PAYLOAD[:3000][j:j + 1200] for j in range(0, 3000, 1200)]):
+        assert frames[i] == frame(chunk, "PA" if i == 2 else "A", 5 + i * 1200)
