@@ -87,6 +87,8 @@ def measure(pair: Pair, only: set[str], seconds: float) -> list[tuple[str, dict]
             for batch in (1, 8, 16, 44):
                 results.append((f"send batch={batch}", pair.call(pair.a, "send", seconds=seconds,
                                                                  batch=batch)))
+            results.append(("UDP_SEGMENT datagrams per call, 72 bytes each",
+                            pair.call(pair.a, "segmax")))
         finally:
             pair.res.release(sink)
     if "recv" in only:

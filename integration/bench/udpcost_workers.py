@@ -81,6 +81,21 @@ def worker_send(seconds: float, batch: int, dst: str = B_IP) -> dict:
             "cpu_ns_per_datagram": round(cpu / n * 1e9)}
 
 
+def worker_segmax(size: int = 72) -> dict:
+    """How many datagrams one UDP_SEGMENT call may carry (UDP_MAX_SEGMENTS), for
+    small frames where the 64 KB limit is not what stops a batch."""
+    sock = _udp()
+    cmsg = [(SOL_UDP, UDP_SEGMENT, size.to_bytes(2, sys.byteorder))]
+    result = {}
+    for n in (64, 65, 128, 129, 256):
+        try:
+            sock.sendmsg([bytes(size * n)], cmsg, 0, (B_IP, PORT))
+            result[str(n)] = "ok"
+        except OSError as exc:
+            result[str(n)] = exc.strerror
+    return result
+
+
 def worker_recv(seconds: float, gro: bool) -> dict:
     """Count datagrams arriving for `seconds` after the first one."""
     sock = _udp(PORT, rcvbuf=8 << 20)
@@ -333,7 +348,7 @@ def worker_headers(rounds: int = 200_000) -> dict:
     return out
 
 
-WORKERS = {"hold": worker_hold, "send": worker_send, "recv": worker_recv, "gso": worker_gso,
+WORKERS = {"hold": worker_hold, "send": worker_send, "segmax": worker_segmax, "recv": worker_recv, "gso": worker_gso,
            "kgso": worker_kernel_gso, "headers": worker_headers, "check": worker_tunnel_check, "gre": worker_gre}
 
 
