@@ -18,6 +18,18 @@ Design:
   and counts the drops.
 - Any exception in a handler becomes an error reply (EIO for surprises, which
   are also logged); a malformed datagram gets an error reply, never a crash.
+- What a client can make us hold is bounded: a dump handler returns a
+  generator over a list of object references and builds each message's
+  values only when the client has read the previous ones, so an unread dump
+  costs a few KB, not the whole snapshot (100 unread GET_PORT dumps of 1,200
+  ports held 120 MB). After a long dump the heap is trimmed (heap.trim) so
+  the memory goes back to the system.
+- Connections are bounded too: at `max_connections`, or when accept() fails
+  for want of fds (EMFILE, ENFILE, ENOBUFS, ENOMEM), we stop watching the
+  listening socket (newcomers wait in its backlog) and look again when a
+  connection closes or after ACCEPT_RETRY seconds. The condition is logged
+  once when it starts and once when it clears. Watching it instead would
+  spin: the socket stays readable while the backlog holds a connection.
 
 Socket ownership: a live socket (one we can connect to) belongs to another
 daemon and is never touched; a stale one (ECONNREFUSED) is replaced. On close
@@ -37,7 +49,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 import structlog
 
-from .. import trace
+from .. import heap, trace
 from ..switch import SwitchError
 from . import messages as m
 from .handlers import Handlers
@@ -53,6 +65,17 @@ QUEUE_LIMIT = 1024
 ACCEPT_BATCH = 16
 #: reply messages encoded per loop pass and connection (each is ~0.1-0.5 ms)
 FLUSH_BUDGET = 32
+#: clients served at once: the unit's LimitNOFILE leaves room for these next to
+#: FileDescriptorStoreMax port fds (systemd/ovslite.service)
+MAX_CONNECTIONS = 1024
+#: seconds between looks at the listening socket while accept() lacks fds
+ACCEPT_RETRY = 1.0
+#: accept() errors that mean "no fd for it now", not "this connection is bad"
+FD_SHORTAGE = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
+#: a dump of this many messages trims the heap when it ends (what it built is freed)
+TRIM_AFTER = 256
+#: seconds a trim waits for other dumps to end too (one trim for a burst of them)
+TRIM_DELAY = 1.0
 
 
 class ControlSocketError(Exception):
@@ -68,6 +91,7 @@ class Connection:
         self.fd = sock.fileno()
         self.queue: deque[bytes] = deque()
         self.pending: Iterator[bytes] | None = None  # replies not yet encoded
+        self.pending_sent = 0  # messages of `pending` encoded so far
         self.queue_limit = queue_limit
         self.dropped = 0
         self.closed = False
@@ -104,6 +128,7 @@ class Connection:
     def send_replies(self, datagrams: Iterable[bytes]) -> None:
         """Send replies (never dropped; encoded lazily) and read no request until done."""
         self.pending = iter(datagrams)
+        self.pending_sent = 0
         self._flush()
         if (self.queue or self.pending) and not self.closed:
             self._read(False)
@@ -129,8 +154,9 @@ class Connection:
                 budget -= 1
                 datagram = next(self.pending, None)
                 if datagram is None:
-                    self.pending = None
+                    self._end_pending()
                     continue
+                self.pending_sent += 1
                 self.queue.append(datagram)
             try:
                 self.sock.send(self.queue[0])
@@ -150,6 +176,12 @@ class Connection:
         for callback in self.on_drained:
             callback()
 
+    def _end_pending(self) -> None:
+        if self.pending_sent >= TRIM_AFTER:
+            self.server.trim_soon()
+        self.pending = None
+        self.pending_sent = 0
+
     def _want_writable(self) -> None:
         if not self._writing:
             self.server.loop.add_writer(self.fd, self._flush)
@@ -164,9 +196,15 @@ class Connection:
             self._writing = False
         self.closed = True
         self.queue.clear()
-        self.pending = None
+        if self.pending is not None:
+            close = getattr(self.pending, "close", None)
+            if close is not None:
+                close()  # a generator lets go of its snapshot now, not at collection
+            self.pending_sent = max(self.pending_sent, TRIM_AFTER)  # abandoned: trim anyway
+            self._end_pending()
         self.sock.close()
         self.server.connections.discard(self)
+        self.server.connection_closed()
         for callback in self.on_close:
             try:
                 callback(self)
@@ -175,13 +213,20 @@ class Connection:
 
 
 class ControlServer:
-    def __init__(self, switch, path: str, loop, queue_limit: int = QUEUE_LIMIT):
+    def __init__(self, switch, path: str, loop, queue_limit: int = QUEUE_LIMIT,
+                 max_connections: int = MAX_CONNECTIONS):
         self.switch = switch
         self.path = path
         self.loop = loop
         self.queue_limit = queue_limit
+        self.max_connections = max_connections
         self.sock: socket.socket | None = None
         self.connections: set[Connection] = set()
+        self._accepting = False  # the listening socket is watched
+        self._retry = None  # the ACCEPT_RETRY timer while not accepting
+        #: why we stopped accepting (logged once), None while all is well
+        self.accept_paused: str | None = None
+        self._trim = None  # the pending heap trim timer
         self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of our socket file
         #: one-shot commands (ovslite.control.handlers): cmd -> handler(request)
         self.handlers: dict[m.Cmd, Callable[[m.Request], object]] = Handlers(switch).table()
@@ -215,7 +260,7 @@ class ControlServer:
             self._unlink_ours()
             raise ControlSocketError(f"cannot listen on {path}: {exc.strerror or exc}") from None
         self.sock = sock
-        self.loop.add_reader(sock.fileno(), self._on_accept)
+        self._watch_accept(True)
         log.info("control socket listening", path=path)
 
     @staticmethod
@@ -256,8 +301,12 @@ class ControlServer:
         """Stop listening, drop every connection, unlink our socket file. Idempotent."""
         for conn in list(self.connections):
             conn.close()
+        for timer in (self._retry, self._trim):
+            if timer is not None:
+                timer.cancel()
+        self._retry = self._trim = None
         if self.sock is not None:
-            self.loop.remove_reader(self.sock.fileno())
+            self._watch_accept(False)
             self.sock.close()
             self.sock = None
             self._unlink_ours()
@@ -273,17 +322,67 @@ class ControlServer:
             pass
         self._identity = None
 
+    # -- accepting, within bounds -----------------------------------------------
+    def _watch_accept(self, on: bool) -> None:
+        if on and not self._accepting:
+            self.loop.add_reader(self.sock.fileno(), self._on_accept)
+        elif not on and self._accepting:
+            self.loop.remove_reader(self.sock.fileno())
+        self._accepting = on
+
     def _on_accept(self) -> None:
         for _ in range(ACCEPT_BATCH):
+            if len(self.connections) >= self.max_connections:
+                self._pause_accept(f"{len(self.connections)} connections, the most served at once")
+                return
             try:
                 sock, _ = self.sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as exc:  # EMFILE and friends: keep serving the others
-                log.error("accept failed", error=exc.strerror)
-                return
+            except OSError as exc:
+                if exc.errno in FD_SHORTAGE:
+                    self._pause_accept(exc.strerror or str(exc))
+                    return
+                log.warning("accept failed", error=exc.strerror or str(exc))  # ECONNABORTED &c.
+                continue
             sock.setblocking(False)
             self.connections.add(Connection(self, sock, self.queue_limit))
+            if self.accept_paused is not None:
+                log.info("accepting connections again", connections=len(self.connections),
+                         was=self.accept_paused)
+                self.accept_paused = None
+
+    def _pause_accept(self, reason: str) -> None:
+        """Stop watching the listening socket until a connection closes or ACCEPT_RETRY."""
+        self._watch_accept(False)
+        if self.accept_paused is None:
+            self.accept_paused = reason
+            log.warning("not accepting connections; new clients wait until one closes",
+                      reason=reason, connections=len(self.connections))
+        if self._retry is None:
+            self._retry = self.loop.call_later(ACCEPT_RETRY, self._resume_accept)
+
+    def _resume_accept(self) -> None:
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        if self.sock is not None:
+            self._watch_accept(True)
+
+    def connection_closed(self) -> None:
+        """A connection ended: its fd is free, so a waiting client may come in."""
+        if self.sock is not None and not self._accepting:
+            self._resume_accept()
+
+    # -- giving memory back ---------------------------------------------------------
+    def trim_soon(self) -> None:
+        """Trim the heap TRIM_DELAY from now: a long dump's messages and values are freed."""
+        if self._trim is None:
+            self._trim = self.loop.call_later(TRIM_DELAY, self._trim_now)
+
+    def _trim_now(self) -> None:
+        self._trim = None
+        heap.trim()
 
     # -- dispatch -------------------------------------------------------------
     def dispatch(self, data: bytes, conn: Connection | None = None) -> Iterable[bytes]:
@@ -319,8 +418,12 @@ class ControlServer:
 
     def _dump(self, data, req, items, seq, pid) -> Iterator[bytes]:
         """One NLM_F_MULTI message per item, then NLMSG_DONE; NLMSG_ERROR ends a failed dump."""
-        for item in items:
-            try:
+        items = iter(items)
+        while True:
+            try:  # a lazy dump builds its values here: its failures end the dump too
+                item = next(items, None)
+                if item is None:
+                    break
                 out = self._encode(req, item, seq, pid, True)
             except Exception as exc:
                 yield self._error(data, req, exc)
