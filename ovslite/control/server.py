@@ -28,8 +28,9 @@ Design:
   for want of fds (EMFILE, ENFILE, ENOBUFS, ENOMEM), we stop watching the
   listening socket (newcomers wait in its backlog) and look again when a
   connection closes or after ACCEPT_RETRY seconds. The condition is logged
-  once when it starts and once when it clears. Watching it instead would
-  spin: the socket stays readable while the backlog holds a connection.
+  once when it starts and once when it clears (the backlog is empty again),
+  not per attempt. Watching it instead would spin: the socket stays readable
+  while the backlog holds a connection.
 
 Socket ownership: a live socket (one we can connect to) belongs to another
 daemon and is never touched; a stale one (ECONNREFUSED) is replaced. On close
@@ -227,6 +228,7 @@ class ControlServer:
         #: why we stopped accepting (logged once), None while all is well
         self.accept_paused: str | None = None
         self._trim = None  # the pending heap trim timer
+        self._closing = False
         self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of our socket file
         #: one-shot commands (ovslite.control.handlers): cmd -> handler(request)
         self.handlers: dict[m.Cmd, Callable[[m.Request], object]] = Handlers(switch).table()
@@ -299,6 +301,7 @@ class ControlServer:
 
     def close(self) -> None:
         """Stop listening, drop every connection, unlink our socket file. Idempotent."""
+        self._closing = True
         for conn in list(self.connections):
             conn.close()
         for timer in (self._retry, self._trim):
@@ -338,6 +341,10 @@ class ControlServer:
             try:
                 sock, _ = self.sock.accept()
             except (BlockingIOError, InterruptedError):
+                if self.accept_paused is not None:  # nobody waits any more: it cleared
+                    log.info("accepting connections again", connections=len(self.connections),
+                             was=self.accept_paused)
+                    self.accept_paused = None
                 return
             except OSError as exc:
                 if exc.errno in FD_SHORTAGE:
@@ -347,10 +354,6 @@ class ControlServer:
                 continue
             sock.setblocking(False)
             self.connections.add(Connection(self, sock, self.queue_limit))
-            if self.accept_paused is not None:
-                log.info("accepting connections again", connections=len(self.connections),
-                         was=self.accept_paused)
-                self.accept_paused = None
 
     def _pause_accept(self, reason: str) -> None:
         """Stop watching the listening socket until a connection closes or ACCEPT_RETRY."""
@@ -366,8 +369,9 @@ class ControlServer:
         if self._retry is not None:
             self._retry.cancel()
             self._retry = None
-        if self.sock is not None:
+        if self.sock is not None and not self._closing:
             self._watch_accept(True)
+            self._on_accept()  # at once: and if nobody waits, the condition has cleared
 
     def connection_closed(self) -> None:
         """A connection ended: its fd is free, so a waiting client may come in."""
