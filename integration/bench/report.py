@@ -33,9 +33,11 @@ METRICS: dict[str, tuple[str, str, float, str]] = {
     "cpu_util": ("switch CPU in 64 B run", "cores", 1, ".2f"),
     "rss_peak_mib": ("peak RSS", "MiB", 1, ".1f"),
     "fdb_entries": ("fdb entries", "", 1, ",.0f"),
+    "fdb_show_s": ("ovslite-ctl fdb-show, end to end", "s", 1, ".2f"),
+    "fdb_show_json_s": ("fdb-show --format json", "s", 1, ".2f"),
     **latpairs.metrics(),
 }
-NO_RATIO = {"fdb_entries"}
+NO_RATIO = {"fdb_entries", "fdb_show_s", "fdb_show_json_s"}
 REFERENCES = ("linux", "ovs")
 CHAIN_LINES = (("lat_p50_us", "-"), ("lat_p99_us", ":"), ("lat_same_p50_us", "--"),
                ("lat_cross_p50_us", "-."))
@@ -45,6 +47,7 @@ GROUP_TITLES = {
     "scale-ports": "Scaling (ovslite): 64-byte rate vs ports on the bridge",
     "scale-chain": "Scaling (ovslite): latency across a chain of bridges (patch ports vs veth pairs)",
     "scale-target": "Scaling (ovslite): issue #5 target, ports and MACs on one bridge together",
+    "scale-tools": "Scaling (ovslite): the MAC table's tools with a full table",
     latpairs.GROUP: "Latency, interleaved: 4 topologies up at once, ping blocks alternated",
 }
 #: the interleaved table's ratio columns: (label, numerator topology, denominator topology)
