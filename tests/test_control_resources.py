@@ -22,6 +22,7 @@ from pyroute2.netlink import NLA_F_NESTED
 from ovslite import pyroute2_lazy
 from ovslite.control import messages as m
 from ovslite.control.messages import Cmd
+from ovslite.vnet import ethernet
 
 
 def raw_conn(path: str, timeout: float = 5.0) -> socket.socket:
@@ -176,3 +177,32 @@ def test_packed_fdb_entries_round_trip_and_refuse_partial_records():
     with pytest.raises(m.ProtocolError) as exc:
         m.unpack_fdb_entries(blob[:-1])
     assert exc.value.errno == errno.EPROTO
+
+
+def test_finished_captures_leave_nothing_on_their_connection(daemon):
+    """Each capture on a connection added two callbacks to it, kept until it closed."""
+    daemon.lt.call(daemon.switch.add_bridge, "br0")
+    for name in ("p1", "p2"):
+        daemon.lt.call(daemon.switch.add_port, "br0", name, TYPE, {})
+    frame = bytes.fromhex("02000000000b02000000000a0800") + bytes(46)
+
+    def inject():
+        port = daemon.switch.ports["p1"]
+        daemon.datapath.input(port, [ethernet(frame)], 0)
+
+    s = raw_conn(daemon.path)
+    try:
+        for seq in range(1, 31):
+            s.send(m.encode_request(Cmd.CAPTURE, {"port": "p1", "count": 1}, seq, dump=True))
+            deadline = time.monotonic() + 5
+            while not daemon.lt.call(lambda: daemon.datapath.taps):
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            daemon.lt.call(inject)
+            while (reply := m.decode_reply(s.recv(m.MAX_MSG_SIZE))).kind == "message":
+                pass
+            assert (reply.kind, reply.seq) == ("done", seq)
+        (conn,) = daemon.lt.call(lambda: list(daemon.server.connections))
+        assert daemon.lt.call(lambda: (len(conn.on_close), len(conn.on_drained))) == (0, 0)
+    finally:
+        s.close()

@@ -98,7 +98,8 @@ class Connection:
         self.closed = False
         self._reading = False
         self._writing = False
-        #: called with the connection when it closes (to stop its streams)
+        #: called with the connection when it closes (to stop its streams); a stream
+        #: that ends first removes its callbacks (see forget)
         self.on_close: list[Callable[[Connection], None]] = []
         #: called when everything queued has been sent (streams send more then)
         self.on_drained: list[Callable[[], None]] = []
@@ -174,8 +175,14 @@ class Connection:
             self.server.loop.remove_writer(self.fd)
             self._writing = False
         self._read(True)
-        for callback in self.on_drained:
+        for callback in list(self.on_drained):  # a stream that ends removes its own
             callback()
+
+    def forget(self, on_close, on_drained) -> None:
+        """Drop a finished stream's callbacks: one connection may run many streams."""
+        for hooks, callback in ((self.on_close, on_close), (self.on_drained, on_drained)):
+            if callback in hooks:
+                hooks.remove(callback)
 
     def _end_pending(self) -> None:
         if self.pending_sent >= TRIM_AFTER:
@@ -206,7 +213,7 @@ class Connection:
         self.sock.close()
         self.server.connections.discard(self)
         self.server.connection_closed()
-        for callback in self.on_close:
+        for callback in list(self.on_close):
             try:
                 callback(self)
             except Exception:
