@@ -123,16 +123,20 @@ def random_requests(conn: Conn, bridge: str, count: int, seed: int = 12) -> dict
             tag = str(rng.randint(1, 4094))
             req = (Cmd.SET_PORT, {"port": rng.choice(ports),
                                   "settings": {"tag": tag, "learning": rng.choice(("on", "off"))}})
-        elif roll < 0.20:  # a trunk list of any length: attributes of every size
-            trunks = ",".join(map(str, rng.sample(range(1, 4095), rng.randint(1, 600))))
-            req = (Cmd.SET_PORT, {"port": rng.choice(ports),
-                                  "settings": {"vlan-mode": "trunk", "trunks": trunks}})
-        elif roll < 0.21:
+        elif roll < 0.23:  # values padded with blanks (accepted): attributes of every length
+            def pad(text: str) -> str:
+                return " " * rng.randint(0, 3000) + text + " " * rng.randint(0, 3000)
+
+            req = (Cmd.SET_PORT, {"port": rng.choice(ports), "settings": {
+                "vlan-mode": "access", "tag": pad(str(rng.randint(1, 4094))),
+                "mtu": pad(str(rng.randint(68, 9000))),
+                "storm-control": pad(str(rng.randint(1, 10**6)))}})
+        elif roll < 0.24:
             macs.append(_mac(rng))
             req = (Cmd.FDB_ADD, {"bridge": bridge, "mac": macs[-1], "port": keep})
-        elif roll < 0.24 and macs:
+        elif roll < 0.27 and macs:
             req = (Cmd.FDB_DEL, {"bridge": bridge, "mac": macs.pop(rng.randrange(len(macs)))})
-        elif roll < 0.26:
+        elif roll < 0.29:
             req = (Cmd.SET_BR, {"bridge": bridge,
                                 "settings": {"mac-aging-time": str(rng.randint(10, 100000))}})
         elif roll < 0.50:
