@@ -14,8 +14,8 @@ Design:
 - Each connection has one output queue. Replies are never dropped: while a
   connection has replies pending (a slow reader), we stop reading its
   requests. Unsolicited messages (capture, monitor) go through
-  `Connection.send_event`, which drops when `queue_limit` messages are queued
-  and counts the drops.
+  `Connection.send_event`, which drops when `queue_limit` messages or
+  QUEUE_BYTES are queued and counts the drops.
 - Any exception in a handler becomes an error reply (EIO for surprises, which
   are also logged); a malformed datagram gets an error reply, never a crash.
 - What a client can make us hold is bounded: a dump handler returns a
@@ -62,6 +62,9 @@ log = structlog.get_logger("ovslite.control")
 SOCKET_MODE = 0o660
 #: events a connection may have queued before send_event drops
 QUEUE_LIMIT = 1024
+#: bytes a connection may have queued before send_event drops (1024 capture messages
+#: would be 64 MB)
+QUEUE_BYTES = 1 << 20
 #: connections accepted per wake-up, so an accept storm cannot starve forwarding
 ACCEPT_BATCH = 16
 #: reply messages encoded per loop pass and connection (each is ~0.1-0.5 ms)
@@ -91,6 +94,7 @@ class Connection:
         self.sock = sock
         self.fd = sock.fileno()
         self.queue: deque[bytes] = deque()
+        self.queued_bytes = 0  # in `queue`
         self.pending: Iterator[bytes] | None = None  # replies not yet encoded
         self.pending_sent = 0  # messages of `pending` encoded so far
         self.queue_limit = queue_limit
@@ -137,10 +141,12 @@ class Connection:
 
     def send_event(self, datagram: bytes) -> bool:
         """Queue an unsolicited message unless the reader is too slow; True if queued."""
-        if self.closed or len(self.queue) >= self.queue_limit:
+        if (self.closed or len(self.queue) >= self.queue_limit
+                or self.queued_bytes + len(datagram) > QUEUE_BYTES):
             self.dropped += 1
             return False
         self.queue.append(datagram)
+        self.queued_bytes += len(datagram)
         self._flush()
         return True
 
@@ -160,6 +166,7 @@ class Connection:
                     continue
                 self.pending_sent += 1
                 self.queue.append(datagram)
+                self.queued_bytes += len(datagram)
             try:
                 self.sock.send(self.queue[0])
             except (BlockingIOError, InterruptedError):
@@ -168,7 +175,7 @@ class Connection:
             except OSError:  # EPIPE, ECONNRESET: the client went away
                 self.close()
                 return
-            self.queue.popleft()
+            self.queued_bytes -= len(self.queue.popleft())
         if self.closed:
             return
         if self._writing:
@@ -204,6 +211,7 @@ class Connection:
             self._writing = False
         self.closed = True
         self.queue.clear()
+        self.queued_bytes = 0
         if self.pending is not None:
             close = getattr(self.pending, "close", None)
             if close is not None:
