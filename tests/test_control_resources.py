@@ -21,7 +21,7 @@ from pyroute2.netlink import NLA_F_NESTED
 
 from ovslite import pyroute2_lazy
 from ovslite.control import messages as m
-from ovslite.control import server
+from ovslite.control.connection import QUEUE_BYTES
 from ovslite.control.messages import Cmd
 from ovslite.vnet import ethernet
 
@@ -221,6 +221,6 @@ def test_a_slow_reader_holds_at_most_queue_bytes_of_events(daemon):
         sent = daemon.lt.call(lambda: sum(conn.send_event(event) for _ in range(1000)))
         # 1000 of them fit QUEUE_LIMIT: 60 MB held for one client that does not read
         held = daemon.lt.call(lambda: sum(map(len, conn.queue)))
-        assert held <= server.QUEUE_BYTES and sent < 1000 and conn.dropped == 1000 - sent
+        assert held <= QUEUE_BYTES and sent < 1000 and conn.dropped == 1000 - sent
     finally:
         s.close()

@@ -8,22 +8,16 @@ Design:
 - A request is handled to completion before the next datagram of that
   connection is read; handlers are synchronous Switch calls that take a
   snapshot (a list of plain dicts for a dump).
-- Encoding is the slow part (pyroute2: ~0.1 ms per message), so a dump is
-  encoded lazily: at most FLUSH_BUDGET messages per loop pass and only as
-  fast as the client reads, and forwarding runs in between.
-- Each connection has one output queue. Replies are never dropped: while a
-  connection has replies pending (a slow reader), we stop reading its
-  requests. Unsolicited messages (capture, monitor) go through
-  `Connection.send_event`, which drops when `queue_limit` messages or
-  QUEUE_BYTES are queued and counts the drops.
+- Each client is a Connection (connection.py): replies encoded lazily, as
+  fast as the client reads, and a bounded queue of unsolicited messages.
 - Any exception in a handler becomes an error reply (EIO for surprises, which
   are also logged); a malformed datagram gets an error reply, never a crash.
 - What a client can make us hold is bounded: a dump handler returns a
   generator over a list of object references and builds each message's
   values only when the client has read the previous ones, so an unread dump
   costs a few KB, not the whole snapshot (100 unread GET_PORT dumps of 1,200
-  ports held 120 MB). After a long dump the heap is trimmed (heap.trim) so
-  the memory goes back to the system.
+  ports held 120 MB). After a long dump the heap is trimmed (heap.trim, a
+  TRIM_DELAY later, once for a burst of dumps) so the memory goes back.
 - Connections are bounded too: at `max_connections`, or when accept() fails
   for want of fds (EMFILE, ENFILE, ENOBUFS, ENOMEM), we stop watching the
   listening socket (newcomers wait in its backlog) and look again when a
@@ -45,7 +39,6 @@ import errno
 import os
 import socket
 import stat
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 
 import structlog
@@ -53,6 +46,7 @@ import structlog
 from .. import heap, trace
 from ..switch import SwitchError
 from . import messages as m
+from .connection import QUEUE_LIMIT, Connection
 from .handlers import Handlers
 from .monitor import MonitorHub, MonitorStream
 from .streams import CaptureStream
@@ -60,15 +54,8 @@ from .streams import CaptureStream
 log = structlog.get_logger("ovslite.control")
 
 SOCKET_MODE = 0o660
-#: events a connection may have queued before send_event drops
-QUEUE_LIMIT = 1024
-#: bytes a connection may have queued before send_event drops (1024 capture messages
-#: would be 64 MB)
-QUEUE_BYTES = 1 << 20
 #: connections accepted per wake-up, so an accept storm cannot starve forwarding
 ACCEPT_BATCH = 16
-#: reply messages encoded per loop pass and connection (each is ~0.1-0.5 ms)
-FLUSH_BUDGET = 32
 #: clients served at once: the unit's LimitNOFILE leaves room for these next to
 #: FileDescriptorStoreMax port fds (systemd/ovslite.service)
 MAX_CONNECTIONS = 1024
@@ -76,156 +63,12 @@ MAX_CONNECTIONS = 1024
 ACCEPT_RETRY = 1.0
 #: accept() errors that mean "no fd for it now", not "this connection is bad"
 FD_SHORTAGE = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
-#: a dump of this many messages trims the heap when it ends (what it built is freed)
-TRIM_AFTER = 256
 #: seconds a trim waits for other dumps to end too (one trim for a burst of them)
 TRIM_DELAY = 1.0
 
 
 class ControlSocketError(Exception):
     """The control socket cannot be opened; the message is one user-facing line."""
-
-
-class Connection:
-    """One client: reads requests, writes replies and stream messages."""
-
-    def __init__(self, server: ControlServer, sock: socket.socket, queue_limit: int):
-        self.server = server
-        self.sock = sock
-        self.fd = sock.fileno()
-        self.queue: deque[bytes] = deque()
-        self.queued_bytes = 0  # in `queue`
-        self.pending: Iterator[bytes] | None = None  # replies not yet encoded
-        self.pending_sent = 0  # messages of `pending` encoded so far
-        self.queue_limit = queue_limit
-        self.dropped = 0
-        self.closed = False
-        self._reading = False
-        self._writing = False
-        #: called with the connection when it closes (to stop its streams); a stream
-        #: that ends first removes its callbacks (see forget)
-        self.on_close: list[Callable[[Connection], None]] = []
-        #: called when everything queued has been sent (streams send more then)
-        self.on_drained: list[Callable[[], None]] = []
-        self._read(True)
-
-    # -- input ----------------------------------------------------------------
-    def _read(self, on: bool) -> None:
-        if on and not self._reading:
-            self.server.loop.add_reader(self.fd, self._on_readable)
-        elif not on and self._reading:
-            self.server.loop.remove_reader(self.fd)
-        self._reading = on
-
-    def _on_readable(self) -> None:
-        try:
-            data = self.sock.recv(m.MAX_MSG_SIZE + 1)  # +1: detect oversized datagrams
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            self.close()
-            return
-        if not data:  # EOF (a zero-length datagram is indistinguishable from it)
-            self.close()
-            return
-        self.send_replies(self.server.dispatch(data, self))
-
-    # -- output ---------------------------------------------------------------
-    def send_replies(self, datagrams: Iterable[bytes]) -> None:
-        """Send replies (never dropped; encoded lazily) and read no request until done."""
-        self.pending = iter(datagrams)
-        self.pending_sent = 0
-        self._flush()
-        if (self.queue or self.pending) and not self.closed:
-            self._read(False)
-
-    def send_event(self, datagram: bytes) -> bool:
-        """Queue an unsolicited message unless the reader is too slow; True if queued."""
-        if (self.closed or len(self.queue) >= self.queue_limit
-                or self.queued_bytes + len(datagram) > QUEUE_BYTES):
-            self.dropped += 1
-            return False
-        self.queue.append(datagram)
-        self.queued_bytes += len(datagram)
-        self._flush()
-        return True
-
-    def _flush(self) -> None:
-        budget = FLUSH_BUDGET
-        while not self.closed:
-            if not self.queue:
-                if self.pending is None:
-                    break
-                if budget == 0:  # let the loop run; the writable fd calls us back
-                    self._want_writable()
-                    return
-                budget -= 1
-                datagram = next(self.pending, None)
-                if datagram is None:
-                    self._end_pending()
-                    continue
-                self.pending_sent += 1
-                self.queue.append(datagram)
-                self.queued_bytes += len(datagram)
-            try:
-                self.sock.send(self.queue[0])
-            except (BlockingIOError, InterruptedError):
-                self._want_writable()
-                return
-            except OSError:  # EPIPE, ECONNRESET: the client went away
-                self.close()
-                return
-            self.queued_bytes -= len(self.queue.popleft())
-        if self.closed:
-            return
-        if self._writing:
-            self.server.loop.remove_writer(self.fd)
-            self._writing = False
-        self._read(True)
-        for callback in list(self.on_drained):  # a stream that ends removes its own
-            callback()
-
-    def forget(self, on_close, on_drained) -> None:
-        """Drop a finished stream's callbacks: one connection may run many streams."""
-        for hooks, callback in ((self.on_close, on_close), (self.on_drained, on_drained)):
-            if callback in hooks:
-                hooks.remove(callback)
-
-    def _end_pending(self) -> None:
-        if self.pending_sent >= TRIM_AFTER:
-            self.server.trim_soon()
-        self.pending = None
-        self.pending_sent = 0
-
-    def _want_writable(self) -> None:
-        if not self._writing:
-            self.server.loop.add_writer(self.fd, self._flush)
-            self._writing = True
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        self._read(False)
-        if self._writing:
-            self.server.loop.remove_writer(self.fd)
-            self._writing = False
-        self.closed = True
-        self.queue.clear()
-        self.queued_bytes = 0
-        if self.pending is not None:
-            close = getattr(self.pending, "close", None)
-            if close is not None:
-                close()  # a generator lets go of its snapshot now, not at collection
-            self.pending_sent = max(self.pending_sent, TRIM_AFTER)  # abandoned: trim anyway
-            self._end_pending()
-        self.sock.close()
-        self.server.connections.discard(self)
-        self.server.connection_closed()
-        for callback in list(self.on_close):
-            try:
-                callback(self)
-            except Exception:
-                log.exception("connection close callback failed")
 
 
 class ControlServer:
