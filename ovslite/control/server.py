@@ -6,8 +6,8 @@ Design:
   loop.add_reader/add_writer on non-blocking sockets, so nothing here blocks
   the event loop and `close()` can tear everything down synchronously.
 - A request is handled to completion before the next datagram of that
-  connection is read; handlers are synchronous Switch calls that take a
-  snapshot (a list of plain dicts for a dump).
+  connection is read; handlers are synchronous Switch calls; a dump
+  handler returns a generator (see handlers.py).
 - Each client is a Connection (connection.py): replies encoded lazily, as
   fast as the client reads, and a bounded queue of unsolicited messages.
 - Any exception in a handler becomes an error reply (EIO for surprises, which
