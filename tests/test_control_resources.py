@@ -19,8 +19,9 @@ import pytest
 from helpers import TYPE, Daemon
 from pyroute2.netlink import NLA_F_NESTED
 
-from ovslite import pyroute2_lazy
+from ovslite import heap, pyroute2_lazy
 from ovslite.control import messages as m
+from ovslite.control import server
 from ovslite.control.connection import QUEUE_BYTES
 from ovslite.control.messages import Cmd
 from ovslite.vnet import ethernet
@@ -224,3 +225,25 @@ def test_a_slow_reader_holds_at_most_queue_bytes_of_events(daemon):
         assert held <= QUEUE_BYTES and sent < 1000 and conn.dropped == 1000 - sent
     finally:
         s.close()
+
+
+def test_a_long_dump_gives_memory_back_when_it_ends(daemon, monkeypatch):
+    trims: list[float] = []
+    monkeypatch.setattr(heap, "trim", lambda: trims.append(time.monotonic()) or True)
+    monkeypatch.setattr(server, "TRIM_DELAY", 0.05)
+    daemon.lt.call(daemon.switch.add_bridge, "br0")
+    daemon.lt.call(daemon.switch.add_port, "br0", "p1", TYPE, {})
+
+    def learn():
+        p1 = daemon.switch.port("p1")
+        for i in range(1000):
+            daemon.switch.bridge("br0").macs.learn(0, struct.pack(">HI", 0x0200, i), p1, 999.0)
+
+    daemon.lt.call(learn)
+    with daemon.client() as c:
+        assert len(c.request(Cmd.GET_FDB, {"bridge": "br0"}, dump=True)) == 1000
+        time.sleep(0.5)
+        assert len(trims) == 1  # one trim, after the dump
+        c.version()
+        time.sleep(0.2)
+        assert len(trims) == 1  # a short request does not trim
