@@ -17,6 +17,7 @@ import pytest
 from helpers import TYPE, Daemon
 
 from ovslite.control import messages as m
+from ovslite.control.connection import QUEUE_BYTES
 from ovslite.control.messages import Cmd
 from ovslite.control.server import ControlServer, ControlSocketError
 from ovslite.db import ConfigDB
@@ -405,6 +406,8 @@ def test_slow_reader_events_are_dropped_not_queued_forever(daemon):
         assert 0 < sent < 5000
         assert conn.dropped == 5000 - sent
         assert daemon.lt.call(lambda: len(conn.queue)) <= daemon.server.queue_limit
+        # and at most QUEUE_BYTES of them (1024 capture messages would be 64 MB)
+        assert daemon.lt.call(lambda: sum(map(len, conn.queue))) <= QUEUE_BYTES
         # the reader catches up: everything queued arrives, then replies flow again
         got = 0
         s.settimeout(2)
