@@ -17,6 +17,7 @@ import pytest
 from helpers import TYPE, Daemon
 
 from ovslite.control import messages as m
+from ovslite.control.connection import QUEUE_BYTES
 from ovslite.control.messages import Cmd
 from ovslite.control.server import ControlServer, ControlSocketError
 from ovslite.db import ConfigDB
@@ -299,12 +300,15 @@ def test_large_dump(daemon, c):
             daemon.lt.loop.call_later(0.001, tick)
 
     daemon.lt.loop.call_soon_threadsafe(tick)
-    assert len(c.fdb("br0")) == 5000
+    # One message per entry (without PACKED): the dump that is dear to encode.
+    per_entry = c.request(Cmd.GET_FDB, {"bridge": "br0"}, dump=True)
+    assert len(per_entry) == 5000
     done.set()
     stall = max(b - a for a, b in zip(ticks, ticks[1:], strict=False))
     # Encoding all 5000 replies at once would block the loop for ~0.3 s.
     assert stall < 0.15, f"the event loop stalled for {stall:.3f} s during a dump"
-    assert len(c.fdb("br0")) == 5000  # the connection is still in step afterwards
+    # the connection is still in step afterwards, and packed entries say the same
+    assert c.fdb("br0") == [{**e, "static": bool(e.get("static"))} for e in per_entry]
 
 
 # -- robustness ----------------------------------------------------------------------
@@ -402,6 +406,8 @@ def test_slow_reader_events_are_dropped_not_queued_forever(daemon):
         assert 0 < sent < 5000
         assert conn.dropped == 5000 - sent
         assert daemon.lt.call(lambda: len(conn.queue)) <= daemon.server.queue_limit
+        # and at most QUEUE_BYTES of them (1024 capture messages would be 64 MB)
+        assert daemon.lt.call(lambda: sum(map(len, conn.queue))) <= QUEUE_BYTES
         # the reader catches up: everything queued arrives, then replies flow again
         got = 0
         s.settimeout(2)

@@ -12,6 +12,7 @@ everything before the next case starts. Modules:
   sw_linux, sw_ovs, sw_ovslite   one builder per switch under test
   topo       a case's topology from those pieces
   fill       MAC-table filler (run inside a namespace)
+  ctlload    control-socket load: RSS under requests and unread dumps, CPU at the fd limit
   measure    iperf3, trafgen, ping, /proc accounting
   cases      what each report row builds and measures
   progress   the live stderr display

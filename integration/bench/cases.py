@@ -32,6 +32,7 @@ targets take their RTT ratios from it when it ran.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -49,6 +50,8 @@ FDB_SIZES = (1, 1_000, 100_000)
 PORT_COUNTS = (2, 16, 64)
 CHAIN_LENGTHS = (1, 2, 4, 8)
 TARGET = (64, 100_000)  # issue #5: RSS under 80 MB with 64 ports and 100,000 MACs
+FDB_SHOW = 100_000  # issue #12: `ovslite-ctl fdb-show` of 100,000 entries, end to end
+FDB_SHOW_RUNS = 3
 
 RATE_KEYS = ("rate_fps", "offered_fps", "cpu_s_per_mframe", "cpu_util", "rss_peak_mib")
 CROSS_KEYS = ("lat_cross_p50_us", "lat_cross_p99_us")
@@ -274,6 +277,45 @@ def aging_case() -> Case:
                 params={"switch": "ovslite", "macs": agingcost.ENTRIES})
 
 
+def _time_ctl(topo, args: list[str], runs: int) -> float:
+    """Median wall time of `ovslite-ctl --socket S ARGS >/dev/null`: start-up, request,
+    the daemon's encoding, the socket, decoding and printing."""
+    ctl = Path(sys.executable).parent / "ovslite-ctl"
+    times = []
+    for _ in range(runs):
+        t0 = time.monotonic()
+        proc = subprocess.run([str(ctl), "--socket", topo.switch.socket, *args], timeout=120,
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+        times.append(time.monotonic() - t0)
+        if proc.returncode != 0:
+            raise CommandError(f"ovslite-ctl {' '.join(args)}: {proc.stderr.strip()[:300]}")
+    return sorted(times)[len(times) // 2]
+
+
+def fdb_show_case(count: int) -> Case:
+    """The MAC table's tools at scale: fdb-show of `count` learned MACs, text and JSON."""
+
+    def fn(res: Resources, s: Settings, step: Step):
+        step("building topology")
+        topo = build(res, "ovslite", filler=True)
+        _fill(topo, count, step)
+        m: dict = {}
+        notes: list[str] = []
+        _count_fdb(topo, count, step, m, notes)
+        br = topo.bridges[0]
+        step(f"fdb-show of {count:,} entries, {FDB_SHOW_RUNS} runs")
+        m["fdb_show_s"] = _time_ctl(topo, ["fdb-show", br], FDB_SHOW_RUNS)
+        step(f"fdb-show --format json of {count:,} entries")
+        m["fdb_show_json_s"] = _time_ctl(topo, ["--format", "json", "fdb-show", br], 1)
+        m["rss_peak_mib"] = measure.peak_rss_mib(topo.pids())
+        return m, notes
+
+    return Case(f"fdb-show-{count}", "scale-tools", f"fdb-show {_macs_label(count)}", fn,
+                ("fdb_show_s", "fdb_show_json_s", "fdb_entries"),
+                params={"switch": "ovslite", "macs": count})
+
+
 def pairs_case() -> Case:
     return Case(latpairs.NAME, latpairs.GROUP, "interleaved", latpairs.measure_pairs, latpairs.KEYS,
                 _single_cpu_na(latpairs.CROSS_KEYS), {"topologies": list(latpairs.TOPOS)})
@@ -287,13 +329,15 @@ def all_cases() -> list[Case]:
     cases += [chain_case(n, link) for link in ("patch", "veth") for n in CHAIN_LENGTHS if n > 1]
     cases.append(target_case(*TARGET))
     cases.append(aging_case())
+    cases.append(fdb_show_case(FDB_SHOW))
     cases.append(pairs_case())
     return cases
 
 
 GROUP_ALIASES = {
     "core": CORE,
-    "scaling": ("scale-fdb", "scale-ports", "scale-chain", "scale-target", "scale-aging"),
+    "scaling": ("scale-fdb", "scale-ports", "scale-chain", "scale-target", "scale-aging",
+                "scale-tools"),
 }
 
 

@@ -43,9 +43,12 @@ METRICS: dict[str, tuple[str, str, float, str]] = {
     "aging_refile_visited": ("  entries looked at", "", 1, ",.0f"),
     "aging_burst_us": ("aging pass, same, learned in 1 s", "us", 1, ",.0f"),
     "aging_burst_visited": ("  entries looked at", "", 1, ",.0f"),
+    "fdb_show_s": ("ovslite-ctl fdb-show, end to end", "s", 1, ".2f"),
+    "fdb_show_json_s": ("fdb-show --format json", "s", 1, ".2f"),
     **latpairs.metrics(),
 }
-NO_RATIO = {"fdb_entries", *(k for k in METRICS if k.startswith("aging_"))}
+NO_RATIO = {"fdb_entries", "fdb_show_s", "fdb_show_json_s",
+            *(k for k in METRICS if k.startswith("aging_"))}
 REFERENCES = ("linux", "ovs")
 CHAIN_LINES = (("lat_p50_us", "-"), ("lat_p99_us", ":"), ("lat_same_p50_us", "--"),
                ("lat_cross_p50_us", "-."))
@@ -56,6 +59,7 @@ GROUP_TITLES = {
     "scale-chain": "Scaling (ovslite): latency across a chain of bridges (patch ports vs veth pairs)",
     "scale-target": "Scaling (ovslite): issue #5 target, ports and MACs on one bridge together",
     "scale-aging": "Scaling (ovslite): one MAC table aging pass (the timer runs one a second)",
+    "scale-tools": "Scaling (ovslite): the MAC table's tools with a full table",
     latpairs.GROUP: "Latency, interleaved: 4 topologies up at once, ping blocks alternated",
 }
 #: the interleaved table's ratio columns: (label, numerator topology, denominator topology)

@@ -12,6 +12,7 @@ whole dump.
 from __future__ import annotations
 
 import errno
+import gc
 import os
 import socket
 
@@ -180,12 +181,26 @@ class Client:
         return out
 
     def fdb(self, bridge: str, vlan: int | None = None) -> list[dict]:
-        """[{'port', 'port_no', 'vlan', 'mac', 'age', 'static'}], of one VLAN if given."""
-        return [
-            {"port": r.get("port", ""), "port_no": r.get("port_no", 0), "vlan": r.get("vlan", 0),
-             "mac": r.get("mac", ""), "age": r.get("age", 0), "static": bool(r.get("static"))}
-            for r in self.request(Cmd.GET_FDB, {"bridge": bridge, "vlan": vlan}, dump=True)
-        ]
+        """[{'port', 'port_no', 'vlan', 'mac', 'age', 'static'}] by port number, VLAN and
+        MAC, of one VLAN if given. Asked for packed (FDB_ENTRIES): ~1 us an entry, where
+        a message per entry costs ~0.1 ms."""
+        out = []
+        # 100,000 new dicts, none in a cycle: the collector's passes over them would
+        # cost as much as building them.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            for r in self.request(Cmd.GET_FDB, {"bridge": bridge, "vlan": vlan, "packed": True},
+                                  dump=True):
+                try:
+                    out += m.unpack_fdb_entries(r.get("fdb_entries", b""))
+                except m.ProtocolError as exc:
+                    raise ControlError(exc.errno, f"bad reply from ovslited: {exc}") from None
+            out.sort(key=lambda e: (e["port_no"], e["vlan"], e["mac"]))
+        finally:
+            if collecting:
+                gc.enable()
+        return out
 
     def fdb_add(self, bridge: str, mac: str, port: str, vlan: int | None = None) -> None:
         """A static entry; `mac` as 'aa:bb:cc:dd:ee:ff'; no `vlan`: the port's VLANs."""

