@@ -1,0 +1,210 @@
+"""Tunnel ports (vxlan, geneve, gre) between simulated hosts.
+
+Each host is a network namespace joined to the others by an underlay veth
+(192.168.50.0/24 inside the namespaces only). A host running ovslite runs its
+own ovslited inside its namespace (own database and socket), with a bridge
+holding a tunnel port and a container (a namespace with a veth into the
+bridge, 10.200.0.0/24, MTU 1450 as docs/overlay.md tells users). Partners: the
+Linux kernel's vxlan device + Linux bridge (the only kernel tunnel built into
+this machine's kernel), or a second ovslite. Offloads stay on everywhere (veth
+defaults: TSO and tx checksum offload), so TCP crosses the tunnel as GSO
+frames with partial checksums that ovslite must segment and finish.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from .daemon import Daemon
+from .netns import Network, run, wait_for, why_unusable
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(why_unusable() is not None, reason=str(why_unusable())),
+]
+
+UNDERLAY = "192.168.50"
+OVERLAY = "10.200.0"
+INNER_MTU = 1450
+
+
+class SimHost:
+    """A host namespace with an underlay address, and one container behind it."""
+
+    def __init__(self, net: Network, role: str, index: int, underlay_ifname: str):
+        self.net, self.role, self.index = net, role, index
+        self.ns = net.add_namespace(role)
+        self.underlay_ip = f"{UNDERLAY}.{index}"
+        self.underlay_ifname = underlay_ifname
+        # the container: eth0 in its own namespace, the other end in the host namespace
+        self.cns = net.add_namespace(f"{role}c")
+        self.cport = net.name(f"{role}p")
+        run(["ip", "link", "add", self.cport, "netns", self.ns, "type", "veth",
+             "peer", "name", "eth0", "netns", self.cns])
+        self.container_ip = f"{OVERLAY}.{index}"
+        self.c("ip", "addr", "add", f"{self.container_ip}/24", "dev", "eth0")
+        self.c("ip", "link", "set", "eth0", "mtu", str(INNER_MTU), "up")
+        self.h("ip", "link", "set", self.cport, "up")
+
+    def h(self, *cmd: str, check: bool = True, timeout: float = 30):
+        return run(["ip", "netns", "exec", self.ns, *cmd], check=check, timeout=timeout)
+
+    def c(self, *cmd: str, check: bool = True, timeout: float = 30):
+        return run(["ip", "netns", "exec", self.cns, *cmd], check=check, timeout=timeout)
+
+    def ping(self, other: SimHost, count: int = 3):
+        return self.c("ping", "-n", "-q", "-c", str(count), "-W", "2", "-i", "0.2",
+                      other.container_ip, check=False, timeout=30)
+
+
+def two_hosts(net: Network) -> tuple[SimHost, SimHost]:
+    """Hosts a (192.168.50.1) and b (.2) joined by one underlay veth."""
+    a_if, b_if = net.name("ua"), net.name("ub")
+    a = SimHost(net, "a", 1, a_if)
+    b = SimHost(net, "b", 2, b_if)
+    run(["ip", "link", "add", a_if, "netns", a.ns, "type", "veth", "peer", "name", b_if,
+         "netns", b.ns])
+    for host in (a, b):
+        host.h("ip", "addr", "add", f"{host.underlay_ip}/24", "dev", host.underlay_ifname)
+        host.h("ip", "link", "set", host.underlay_ifname, "up")
+    return a, b
+
+
+def start_ovslite(make_daemon, host: SimHost, port_type: str, remote: SimHost,
+                  *options: str) -> Daemon:
+    d = make_daemon(f"ovslited-{host.role}", netns=host.ns)
+    d.ctl("add-br", "br-tun")
+    d.ctl("add-port", "br-tun", host.cport)
+    opts = []
+    for o in (f"remote_ip={remote.underlay_ip}", *options):
+        opts += ["-o", o]
+    d.ctl("add-port", "br-tun", "t0", "--type", port_type, *opts)
+    return d
+
+
+def kernel_vxlan(host: SimHost, remote: SimHost, vni: int = 100) -> None:
+    """What a host without ovslite runs: a vxlan device in a Linux bridge."""
+    host.h("ip", "link", "add", "vxk", "type", "vxlan", "id", str(vni), "dstport", "4789",
+           "local", host.underlay_ip, "remote", remote.underlay_ip, "dev", host.underlay_ifname)
+    host.h("ip", "link", "add", "brk", "type", "bridge")
+    for dev in ("vxk", host.cport):
+        host.h("ip", "link", "set", dev, "master", "brk")
+        host.h("ip", "link", "set", dev, "up")
+    host.h("ip", "link", "set", "brk", "up")
+
+
+def port_info(d: Daemon, name: str) -> dict:
+    for br in d.ctl_json("show")["bridges"]:
+        for p in br["ports"]:
+            if p["name"] == name:
+                return p
+    raise AssertionError(f"port {name} not in `show`")
+
+
+def tcp_bytes(sender: SimHost, receiver: SimHost, seconds: int = 2) -> int:
+    """Bytes iperf3 moved from `sender`'s container to `receiver`'s (its own count)."""
+    server = receiver.net.popen(["ip", "netns", "exec", receiver.cns, "iperf3", "-s", "-1"])
+    try:
+        wait_for(lambda: ":5201" in receiver.c("ss", "-ltn").stdout, what="iperf3 listening")
+        out = sender.c("iperf3", "-c", receiver.container_ip, "-t", str(seconds), "-J",
+                       check=False, timeout=seconds + 30).stdout
+    finally:
+        server.wait(timeout=10) if server.poll() is None else None
+    report = json.loads(out)
+    assert "error" not in report, report["error"]
+    return int(report["end"]["sum_received"]["bytes"])
+
+
+def offloads_on(host: SimHost) -> None:
+    features = host.c("ethtool", "-k", "eth0").stdout
+    assert "tcp-segmentation-offload: on" in features
+    assert "tx-checksumming: on" in features
+
+
+def test_vxlan_with_the_kernels_vxlan(net, make_daemon):
+    a, b = two_hosts(net)
+    kernel_vxlan(b, a)
+    d = start_ovslite(make_daemon, a, "vxlan", b, "key=100")
+    info = port_info(d, "t0")
+    assert info["up"], info
+    # ARP first: nothing is resolved in advance on either side
+    assert a.ping(b).returncode == 0
+    assert b.ping(a).returncode == 0
+    neigh = a.c("ip", "neigh", "show", b.container_ip).stdout
+    assert "lladdr" in neigh, neigh
+    offloads_on(a)
+    offloads_on(b)
+    # TCP with TSO and partial checksums: ovslite segments and finishes them
+    assert tcp_bytes(a, b) > 1_000_000
+    assert tcp_bytes(b, a) > 1_000_000
+
+
+def test_show_prints_the_tunnel(net, make_daemon):
+    a, b = two_hosts(net)
+    d = start_ovslite(make_daemon, a, "vxlan", b, "key=100")
+    out = d.ctl("show").stdout
+    for text in ("vxlan", "remote_ip", "192.168.50.2", "inner_mtu", str(INNER_MTU)):
+        assert text in out, out
+
+
+@pytest.mark.parametrize("port_type", ["geneve", "gre"])
+def test_ovslite_to_ovslite(net, make_daemon, port_type):
+    a, b = two_hosts(net)
+    start_ovslite(make_daemon, a, port_type, b, "key=7")
+    start_ovslite(make_daemon, b, port_type, a, "key=7")
+    assert a.ping(b).returncode == 0
+    assert b.ping(a).returncode == 0
+    offloads_on(a)
+    assert tcp_bytes(a, b) > 1_000_000
+
+
+def test_unroutable_remote_is_down_with_the_reason(net, make_daemon):
+    a, b = two_hosts(net)
+    d = make_daemon("ovslited-a", netns=a.ns)
+    d.ctl("add-br", "br-tun")
+    d.ctl("add-port", "br-tun", "t0", "--type", "vxlan", "-o", "remote_ip=192.168.60.9")
+    info = port_info(d, "t0")
+    assert not info["up"]
+    assert "no route to 192.168.60.9" in json.dumps(info)
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--type", "vxlan", "-o", "remote_ip=abc"], "remote_ip"),
+    (["--type", "vxlan", "-o", "remote_ip=192.168.50.2", "-o", "key=16777216"], "key"),
+    (["--type", "vxlan", "-o", "remote_ip=192.168.50.2", "-o", "dst_port=0"], "dst_port"),
+    (["--type", "geneve", "-o", "remote_ip=192.168.50.2", "-o", "colour=red"], "colour"),
+    (["--type", "gre"], "remote_ip"),
+    (["--type", "lisp", "-o", "remote_ip=192.168.50.2"], "L3-only"),
+    (["--type", "stt", "-o", "remote_ip=192.168.50.2"], "obsolete"),
+])
+def test_bad_tunnel_options_are_refused_and_change_nothing(net, make_daemon, args, needle):
+    a, b = two_hosts(net)
+    d = make_daemon("ovslited-a", netns=a.ns)
+    d.ctl("add-br", "br-tun")
+    before = d.db.read_text()
+    proc = d.ctl("add-port", "br-tun", "t0", *args, check=False)
+    assert proc.returncode != 0
+    err = proc.stderr.strip()
+    assert len(err.splitlines()) == 1 and needle in err and "Traceback" not in err, err
+    assert d.db.read_text() == before
+    assert "t0" not in d.ctl("show").stdout
+
+
+def test_taken_udp_port_is_a_one_line_error(net, make_daemon):
+    a, b = two_hosts(net)
+    kernel_vxlan(a, b)  # the kernel holds 4789 in host a's namespace
+    d = make_daemon("ovslited-a", netns=a.ns)
+    d.ctl("add-br", "br-tun")
+    before = d.db.read_text()
+    proc = d.ctl("add-port", "br-tun", "t0", "--type", "vxlan", "-o",
+                 f"remote_ip={b.underlay_ip}", check=False)
+    assert proc.returncode != 0
+    err = proc.stderr.strip()
+    assert len(err.splitlines()) == 1 and "4789" in err and "in use" in err, err
+    assert d.db.read_text() == before
+    # another port number works beside it
+    d.ctl("add-port", "br-tun", "t0", "--type", "vxlan", "-o", f"remote_ip={b.underlay_ip}",
+          "-o", "dst_port=4790")
+    assert d.running

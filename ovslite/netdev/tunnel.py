@@ -1,0 +1,261 @@
+"""Tunnel ports (vxlan, geneve, gre): the provider logic the three types share.
+
+Each type's module (vxlan.py, geneve.py, gre.py) only names its header. A port
+is one (type, remote(s), key) with OVS's options (ovslite.tunnel.options,
+checked whole by `check_options` before anything is applied). The kernel does
+the outer headers, routing and neighbour resolution: frames go out through
+this port's own send sockets (UDP for vxlan/geneve, a raw IPPROTO_GRE socket
+for gre) and come in through a receive socket shared per (type, family,
+UDP port) (ovslite.tunnel.endpoint), so the first frames are never dropped
+while an ARP resolves.
+
+Send: GSO frames are segmented to the inner MTU and partial checksums
+finished in software (ovslite.tunnel.segment), then each frame is sent to
+every remote (head-end replication). The UDP socket is picked from a small
+pool by a hash of the inner flow, so flows get distinct outer source ports
+(underlay ECMP/RSS) while one flow keeps its port. Non-GSO frames above the
+inner MTU never get here: `resolve` sets the Port's max_len so the datapath
+drops them as `too-big`. Outer UDP checksum as OVS defaults it (zero over IPv4
+unless csum=true: SO_NO_CHECK).
+
+State: up while every remote has a route (checked at open and on every
+configuration change), else down with "no route to X"; the inner MTU is the
+smallest path MTU (the route's mtu metric, else its device's MTU) minus the
+type's overhead.
+
+Limits (next steps): one sendto per frame (no UDP_SEGMENT batching), no
+per-remote MAC learning (every frame goes to every remote), route changes are
+noticed only on configuration changes, sockets are not handed over across
+restarts.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import zlib
+from typing import ClassVar
+
+from .. import rtnl
+from ..tunnel import endpoint as endpoints
+from ..tunnel.headers import flow_key
+from ..tunnel.options import KNOWN_OPTIONS, TunnelOptions, parse_options
+from ..tunnel.segment import wire_frames
+from ..vnet import ETH_HLEN, VNET_HDR_LEN
+from .base import LinkStatus, Netdev, NetdevError
+
+#: UDP send sockets per port: distinct outer source ports for distinct flows
+SEND_SOCKETS = 4
+SO_NO_CHECK = 11
+IP_MTU_DISCOVER = getattr(socket, "IP_MTU_DISCOVER", 10)
+IP_PMTUDISC_DONT, IP_PMTUDISC_DO = 0, 2
+
+
+def route_mtu(remote: str) -> int | None:
+    """The path MTU towards `remote` by the routing table, None if unroutable."""
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    def lookup(ipr):
+        try:
+            routes = ipr.route("get", dst=remote)
+        except NetlinkError:
+            return None
+        if not routes:
+            return None
+        route = routes[0]
+        if route["type"] != 1:  # RTN_UNICAST (blackhole, unreachable, prohibit: no path)
+            return 65536 if route["type"] == 2 else None  # RTN_LOCAL: loopback
+        metrics = route.get_attr("RTA_METRICS")
+        mtu = metrics.get_attr("RTAX_MTU") if metrics is not None else None
+        if mtu:
+            return int(mtu)
+        oif = route.get_attr("RTA_OIF")
+        links = ipr.get_links(oif) if oif else []
+        return int(links[0].get_attr("IFLA_MTU")) if links else None
+
+    return rtnl.call(lookup)
+
+
+class TunnelNetdev(Netdev):
+    options = KNOWN_OPTIONS
+    #: the bridge never sends a frame from one tunnel port out of another (ovslite.bridge)
+    split_horizon = True
+    #: replaced in unit tests: remote address text -> path MTU or None
+    route_lookup: ClassVar = staticmethod(route_mtu)
+
+    @classmethod
+    def check_options(cls, name: str, options: dict) -> None:
+        super().check_options(name, options)
+        parse_options(cls.type, options)
+
+    def __init__(self, name: str, options: dict[str, str] | None = None):
+        super().__init__(name, options)
+        self.tunnel: TunnelOptions | None = None
+        self.endpoint: endpoints.Endpoint | None = None
+        self.send_socks: list[socket.socket] = []
+        self.remotes: list[str] = []
+        self.destinations: list[tuple] = []
+        #: the bridge Port, from resolve(); received frames are delivered as its
+        self.port = None
+        self.rx_drops: dict[str, int] = {}
+        self.options_skipped = 0
+        self.inner_mtu: int | None = None
+        self.header = b""
+        self._reason = "not open"
+
+    # -- the type's part ----------------------------------------------------------
+    def make_header(self, tunnel: TunnelOptions) -> bytes:
+        """The tunnel header every frame of this port gets (same for all frames)."""
+        raise NotImplementedError
+
+    def encapsulate(self, packet) -> list[bytes]:
+        """The datagrams (tunnel header + finished inner frame) for one packet.
+        ValueError for a GSO frame that cannot be segmented."""
+        return wire_frames(packet, self.inner_mtu, self.header)
+
+    # -- lifecycle ----------------------------------------------------------------
+    def open(self, inherited: list[int] | None = None) -> None:
+        for fd in inherited or ():  # not handed over yet: start afresh
+            os.close(fd)
+        try:
+            tunnel = self.tunnel = parse_options(self.type, self.config)
+        except ValueError as exc:
+            raise NetdevError(str(exc), errno.EINVAL) from None
+        family = socket.AF_INET6 if tunnel.ipv6 else socket.AF_INET
+        self.remotes = [str(r) for r in tunnel.remote_ips]
+        self.destinations = [(r, tunnel.dst_port or 0) for r in self.remotes]
+        self.header = self.make_header(tunnel)
+        self.endpoint = endpoints.acquire(self.type, family, tunnel.dst_port)
+        try:
+            self.endpoint.add(self, self.remotes, tunnel.key)
+            self.send_socks = self._open_send_sockets(tunnel, family)
+        except BaseException:
+            self.close()
+            raise
+        self._check_routes()
+
+    def _open_send_sockets(self, tunnel: TunnelOptions, family: int) -> list[socket.socket]:
+        socks: list[socket.socket] = []
+        try:
+            for _ in range(1 if self.type == "gre" else SEND_SOCKETS):
+                if self.type == "gre":
+                    sock = socket.socket(family, socket.SOCK_RAW, socket.IPPROTO_GRE)
+                else:
+                    sock = socket.socket(family, socket.SOCK_DGRAM)
+                socks.append(sock)
+                endpoints.drop_all_filter(sock)
+                if tunnel.local_ip is not None:
+                    sock.bind((str(tunnel.local_ip), 0))
+                if family == socket.AF_INET:
+                    sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, tunnel.ttl)
+                    if tunnel.tos is not None:
+                        sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tunnel.tos)
+                    sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER,
+                                    IP_PMTUDISC_DO if tunnel.df_default else IP_PMTUDISC_DONT)
+                    if self.type != "gre" and not tunnel.csum:
+                        sock.setsockopt(socket.SOL_SOCKET, SO_NO_CHECK, 1)
+                else:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, tunnel.ttl)
+                    if tunnel.tos is not None:
+                        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, tunnel.tos)
+                sock.setblocking(False)
+        except OSError as exc:
+            for sock in socks:
+                sock.close()
+            what = f"local_ip {tunnel.local_ip}" if tunnel.local_ip is not None else "socket"
+            raise NetdevError(f"{self.type} port {self.name}: cannot set up its {what}: "
+                              f"{exc.strerror or exc}", exc.errno or errno.EIO) from None
+        return socks
+
+    def close(self) -> None:
+        for sock in self.send_socks:
+            sock.close()
+        self.send_socks = []
+        if self.endpoint is not None:
+            endpoints.release(self.endpoint, self)
+            self.endpoint = None
+        self.port = None
+        self._reason = "not open"
+
+    def _check_routes(self) -> None:
+        mtus = []
+        for remote in self.remotes:
+            mtu = self.route_lookup(remote)
+            if mtu is None:
+                self._reason = f"no route to {remote}"
+                return
+            mtus.append(mtu)
+        self.inner_mtu = self.tunnel.inner_mtu(min(mtus))
+        self._reason = "" if self.inner_mtu >= 68 else (
+            f"path MTU {min(mtus)} leaves no room for frames ({self.tunnel.overhead} bytes of overhead)")
+
+    def resolve(self, port, ports: dict, datapath) -> None:
+        if self.endpoint is None:
+            return
+        self.port = port
+        self.endpoint.attach(datapath)
+        self._check_routes()
+        port.oversize_reason = "too-big"
+        limit = None if self.inner_mtu is None else self.inner_mtu + VNET_HDR_LEN + ETH_HLEN
+        mtu = port.settings.get("mtu")  # set-port mtu=N, as Port.configure reads it
+        if mtu:
+            by_setting = mtu + VNET_HDR_LEN + ETH_HLEN + 4
+            limit = by_setting if limit is None else min(limit, by_setting)
+        port.max_len = limit
+
+    # -- dataplane -----------------------------------------------------------------
+    def fileno(self) -> int | None:
+        return None  # the shared endpoint watches the receive socket
+
+    def recv_batch(self, limit: int) -> list:
+        return []
+
+    def send_batch(self, packets: list) -> int:
+        socks = self.send_socks
+        if not socks:
+            return 0
+        destinations = self.destinations
+        n_socks = len(socks)
+        accepted = 0
+        for packet in packets:
+            try:
+                datagrams = self.encapsulate(packet)
+            except ValueError:
+                continue  # counted by the datapath as tx-failed
+            sock = socks[zlib.crc32(flow_key(packet, VNET_HDR_LEN)) % n_socks] if n_socks > 1 \
+                else socks[0]
+            ok = True
+            for destination in destinations:
+                for datagram in datagrams:
+                    try:
+                        sock.sendto(datagram, destination)
+                    except OSError:
+                        ok = False
+            accepted += ok
+        return accepted
+
+    # -- state ---------------------------------------------------------------------
+    def status(self) -> LinkStatus:
+        return LinkStatus(not self._reason, self._reason)
+
+    def drops(self) -> dict[str, int]:
+        return dict(self.rx_drops)
+
+    def info(self) -> dict[str, str]:
+        tunnel = self.tunnel
+        if tunnel is None:
+            return {}
+        info = {"remote_ip": ",".join(self.remotes) or ",".join(map(str, tunnel.remote_ips)),
+                "key": str(tunnel.key),
+                "inner_mtu": str(self.inner_mtu) if self.inner_mtu is not None else "unknown"}
+        if tunnel.dst_port is not None:
+            info["dst_port"] = str(tunnel.dst_port)
+        if tunnel.local_ip is not None:
+            info["local_ip"] = str(tunnel.local_ip)
+        if self.options_skipped:
+            info["geneve_options_skipped"] = str(self.options_skipped)
+        unmatched = self.endpoint.drops if self.endpoint is not None else {}
+        if unmatched:  # packets to this socket that matched no port at all
+            info["unmatched"] = ",".join(f"{k}={v}" for k, v in sorted(unmatched.items()))
+        return info
