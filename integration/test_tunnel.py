@@ -17,6 +17,8 @@ import json
 
 import pytest
 
+from ovslite.tunnel.headers import vxlan_header
+
 from .daemon import Daemon
 from .netns import Network, run, wait_for, why_unusable
 
@@ -208,3 +210,47 @@ def test_taken_udp_port_is_a_one_line_error(net, make_daemon):
     d.ctl("add-port", "br-tun", "t0", "--type", "vxlan", "-o", f"remote_ip={b.underlay_ip}",
           "-o", "dst_port=4790")
     assert d.running
+
+
+def send_vxlan(host: SimHost, dst: str, vni: int, payload: bytes, bind: str | None = None) -> None:
+    """One VXLAN datagram from `host`'s namespace (a stand-in for a misconfigured peer)."""
+    script = ("import socket,sys;s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);"
+              f"s.bind(({bind!r} or '',0));"
+              f"s.sendto(bytes.fromhex(sys.argv[1]),({dst!r},4789))")
+    host.h("python3", "-c", script, (vxlan_header(vni) + payload).hex())
+
+
+def port_drops(d: Daemon, name: str) -> dict:
+    for p in d.ctl_json("dump-ports", "br-tun"):
+        if p["name"] == name:
+            return p["stats"]["drops"]
+    raise AssertionError(f"port {name} not in dump-ports")
+
+
+def test_unknown_vni_and_unknown_remote_are_dropped_and_counted(net, make_daemon):
+    a, b = two_hosts(net)
+    d = start_ovslite(make_daemon, a, "vxlan", b, "key=100")
+    inner = bytes.fromhex("ffffffffffff020000000001") + b"\x08\x06" + bytes(28)
+    before = a.c("cat", "/sys/class/net/eth0/statistics/rx_packets").stdout
+    send_vxlan(b, a.underlay_ip, 999, inner)  # known remote, unknown VNI
+    wait_for(lambda: port_drops(d, "t0").get("unknown-key") == 1, what="unknown-key counted")
+    send_vxlan(b, a.underlay_ip, 100, b"\x00" * 4)  # known remote, too short
+    wait_for(lambda: port_drops(d, "t0").get("malformed") == 1, what="malformed counted")
+    # an address the port does not know (a second address on host b)
+    b.h("ip", "addr", "add", f"{UNDERLAY}.22/24", "dev", b.underlay_ifname)
+    send_vxlan(b, a.underlay_ip, 100, inner, bind=f"{UNDERLAY}.22")
+    wait_for(lambda: "unknown-remote=1" in d.ctl("show").stdout, what="unknown-remote counted")
+    # none of them reached the container
+    assert a.c("cat", "/sys/class/net/eth0/statistics/rx_packets").stdout == before
+
+
+def test_frame_above_the_inner_mtu_is_dropped_as_too_big(net, make_daemon):
+    a, b = two_hosts(net)
+    d = start_ovslite(make_daemon, a, "vxlan", b, "key=100")
+    start_ovslite(make_daemon, b, "vxlan", a, "key=100")
+    a.c("ip", "link", "set", "eth0", "mtu", "1500")  # a container not told about the tunnel
+    assert a.ping(b).returncode == 0  # small frames pass
+    proc = a.c("ping", "-n", "-q", "-c", "2", "-W", "1", "-i", "0.2", "-M", "do",
+               "-s", "1460", b.container_ip, check=False)
+    assert proc.returncode != 0  # 1488-byte IP packets: never fragmented, never cut
+    assert port_drops(d, "t0").get("too-big") == 2
