@@ -125,10 +125,12 @@ def offloads_on(host: SimHost) -> None:
     assert "tx-checksumming: on" in features
 
 
-def test_vxlan_with_the_kernels_vxlan(net, make_daemon):
+@pytest.mark.parametrize("csum", ["false", "true"], ids=["no-outer-csum", "outer-csum-udp-segment"])
+def test_vxlan_with_the_kernels_vxlan(net, make_daemon, csum):
     a, b = two_hosts(net)
     kernel_vxlan(b, a)
-    d = start_ovslite(make_daemon, a, "vxlan", b, "key=100")
+    # csum=true also sends a GSO frame's datagrams with UDP_SEGMENT
+    d = start_ovslite(make_daemon, a, "vxlan", b, "key=100", f"csum={csum}")
     info = port_info(d, "t0")
     assert info["up"], info
     # ARP first: nothing is resolved in advance on either side

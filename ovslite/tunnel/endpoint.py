@@ -36,8 +36,20 @@ BATCH = 64
 MAX_DATAGRAM = 65535
 PARSERS = {"vxlan": parse_vxlan, "geneve": parse_geneve, "gre": parse_gre}
 SO_ATTACH_FILTER = getattr(socket, "SO_ATTACH_FILTER", 26)
+SO_RCVBUFFORCE, SO_SNDBUFFORCE = 33, 32
+#: socket buffers: a local kernel sender delivers whole 64 KB GSO datagrams, and a
+#: GSO frame sent by a port is ~47 datagrams at once; the defaults (~208 KB) drop
+SOCKET_BUFFER = 8 * 1024 * 1024
 
 _ENDPOINTS: dict[tuple, Endpoint] = {}
+
+
+def grow_buffers(sock: socket.socket) -> None:
+    for force, plain in ((SO_RCVBUFFORCE, socket.SO_RCVBUF), (SO_SNDBUFFORCE, socket.SO_SNDBUF)):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, force, SOCKET_BUFFER)
+        except PermissionError:  # without CAP_NET_ADMIN: as large as net.core.*_max allows
+            sock.setsockopt(socket.SOL_SOCKET, plain, SOCKET_BUFFER)
 _L4_CSUM_OFFSET = {6: 16, 17: 6}  # TCP, UDP
 
 
@@ -128,6 +140,7 @@ class Endpoint:
                 raise NetdevError(f"gre: cannot open a raw GRE socket: {exc.strerror}",
                                   exc.errno or errno.EIO) from None
             sock.setblocking(False)
+            grow_buffers(sock)
             return sock
         sock = socket.socket(self.family, socket.SOCK_DGRAM)
         any_addr = "0.0.0.0"
@@ -146,6 +159,7 @@ class Endpoint:
             raise NetdevError(f"{self.kind}: cannot bind UDP port {self.udp_port}: "
                               f"{exc.strerror}", exc.errno or errno.EIO) from None
         sock.setblocking(False)
+        grow_buffers(sock)
         return sock
 
     # -- ports -------------------------------------------------------------------
