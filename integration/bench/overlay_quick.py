@@ -1,0 +1,71 @@
+"""A quick TCP figure across a tunnel (not `make bench`'s overlay section, which is
+still to come): two namespaced hosts as integration/test_tunnel.py builds them,
+one iperf3 stream each way between the containers (offloads on), printed as
+(Gbit/s received, sender's retransmits).
+
+    .venv/bin/python -m integration.bench.overlay_quick kernel [OPTION=VALUE...]
+    .venv/bin/python -m integration.bench.overlay_quick vxlan|geneve|gre [OPTION=VALUE...]
+
+`kernel`: host a runs ovslite (vxlan port), host b the kernel's vxlan device in
+a Linux bridge; a type name: ovslite on both hosts. Options go to ovslite's
+port(s) (e.g. csum=true). Everything is removed on exit, also on failure.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from ..daemon import Daemon
+from ..netns import Network
+from ..test_tunnel import kernel_vxlan, start_ovslite, two_hosts
+
+
+def main(argv: list[str]) -> int:
+    kind, options = argv[0], argv[1:]
+    net = Network()
+    workdir = Path(tempfile.mkdtemp(prefix="ovl-overlay-"))
+    made: list[Daemon] = []
+
+    def make(label: str, **kw) -> Daemon:
+        (workdir / label).mkdir()
+        d = Daemon(workdir / label, label=label, **kw)
+        made.append(d)
+        return d.start()
+
+    def iperf(src, dst, seconds: int = 5):
+        server = net.popen(["ip", "netns", "exec", dst.cns, "iperf3", "-s", "-1"])
+        time.sleep(0.5)
+        out = src.c("iperf3", "-c", dst.container_ip, "-t", str(seconds), "-J",
+                    check=False, timeout=60).stdout
+        server.wait(10)
+        end = json.loads(out)["end"]
+        return round(end["sum_received"]["bits_per_second"] / 1e9, 3), end["sum_sent"].get("retransmits")
+
+    try:
+        a, b = two_hosts(net)
+        if kind == "kernel":
+            kernel_vxlan(b, a)
+            start_ovslite(make, a, "vxlan", b, "key=100", *options)
+        else:
+            start_ovslite(make, a, kind, b, "key=100", *options)
+            start_ovslite(make, b, kind, a, "key=100", *options)
+        a.ping(b)
+        print(kind, *options, "a(ovslite)->b Gbit/s, retransmits", iperf(a, b), flush=True)
+        print(kind, *options, "b->a(ovslite) Gbit/s, retransmits", iperf(b, a), flush=True)
+    finally:
+        for d in made:
+            d.stop()
+        problems = net.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+        if problems:
+            print("cleanup problems:", problems, file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
