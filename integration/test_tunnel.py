@@ -172,6 +172,12 @@ def test_unroutable_remote_is_down_with_the_reason(net, make_daemon):
     info = port_info(d, "t0")
     assert not info["up"]
     assert "no route to 192.168.60.9" in json.dumps(info)
+    # the port follows the routing table
+    a.h("ip", "route", "add", "192.168.60.0/24", "via", b.underlay_ip)
+    wait_for(lambda: port_info(d, "t0")["up"], what="t0 up once 192.168.60.9 is routable")
+    a.h("ip", "route", "del", "192.168.60.0/24")
+    wait_for(lambda: not port_info(d, "t0")["up"], what="t0 down again")
+    assert "no route to 192.168.60.9" in json.dumps(port_info(d, "t0"))
 
 
 @pytest.mark.parametrize(("args", "needle"), [
