@@ -226,3 +226,14 @@ def test_encapsulated_frame_carries_the_header_and_a_finished_checksum():
     packet = VNET_HDR.pack(1, 0, 0, 0, 34, 16) + frame
     (datagram,) = netdev.encapsulate(packet)
     assert datagram == vxlan_header(100) + tcp_frame(100, partial=False)
+
+
+def test_geneve_options_are_skipped_and_counted_on_the_port():
+    import struct
+    ep = Endpoint("geneve", socket.AF_INET, 6081, sock=object())
+    t0 = FakeTunnel("t0")
+    ep.add(t0, [REMOTE], 5)
+    option = struct.pack("!HBB", 0x0102, 0x01, 1) + b"\0" * 4  # class, type, 1 word of data
+    header = struct.pack("!BBHI", 2, 0, 0x6558, 5 << 8)  # 2 words of options
+    assert ep.classify(header + option + INNER, REMOTE) == (t0, INNER)
+    assert t0.options_skipped == 1

@@ -18,8 +18,9 @@ inner MTU never get here: `resolve` sets the Port's max_len so the datapath
 drops them as `too-big`. Outer UDP checksum as OVS defaults it (zero over IPv4
 unless csum=true: SO_NO_CHECK).
 
-State: up while every remote has a route (checked at open and on every
-configuration change), else down with "no route to X"; the inner MTU is the
+State: up while every remote has a route (checked at open, on every
+configuration change and on route/address events: Switch.routes_changed),
+else down with "no route to X"; the inner MTU is the
 smallest path MTU (the route's mtu metric, else its device's MTU) minus the
 type's overhead.
 
@@ -27,9 +28,8 @@ The datagrams of a GSO frame go out in UDP_SEGMENT calls when the outer
 checksum is on (csum=true: the kernel refuses UDP GSO without it), else one
 sendto each (~7 µs per datagram).
 
-Limits (next steps): no
-per-remote MAC learning (every frame goes to every remote), route changes are
-noticed only on configuration changes, sockets are not handed over across
+Limits (next steps): no per-remote MAC learning (every frame goes to every
+remote), no receive coalescing (GRO), sockets are not handed over across
 restarts.
 """
 
