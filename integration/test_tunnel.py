@@ -74,6 +74,24 @@ def two_hosts(net: Network) -> tuple[SimHost, SimHost]:
     return a, b
 
 
+def three_hosts(net: Network) -> tuple[SimHost, SimHost, SimHost]:
+    """Hosts a, b, c (192.168.50.1-3) on one underlay: a Linux bridge in its own namespace."""
+    uns = net.add_namespace("u")
+    run(["ip", "-n", uns, "link", "add", "ubr", "type", "bridge"])
+    run(["ip", "-n", uns, "link", "set", "ubr", "up"])
+    hosts = []
+    for index, role in enumerate(("a", "b", "c"), start=1):
+        ifname = net.name(f"u{role}")
+        host = SimHost(net, role, index, ifname)
+        run(["ip", "link", "add", ifname, "netns", host.ns, "type", "veth",
+             "peer", "name", f"up{role}", "netns", uns])
+        run(["ip", "-n", uns, "link", "set", f"up{role}", "master", "ubr", "up"])
+        host.h("ip", "addr", "add", f"{host.underlay_ip}/24", "dev", ifname)
+        host.h("ip", "link", "set", ifname, "up")
+        hosts.append(host)
+    return tuple(hosts)
+
+
 def start_ovslite(make_daemon, host: SimHost, port_type: str, remote: SimHost,
                   *options: str) -> Daemon:
     d = make_daemon(f"ovslited-{host.role}", netns=host.ns)
@@ -333,3 +351,31 @@ def test_ovslite_to_open_vswitch_userspace(net, make_daemon, tmp_path, port_type
         assert b.ping(a).returncode == 0
     finally:
         ovs.stop()
+
+
+def port_rx(d: Daemon, name: str) -> int:
+    for p in d.ctl_json("dump-ports", "br-tun"):
+        if p["name"] == name:
+            return p["stats"]["rx_packets"]
+    raise AssertionError(f"port {name} not in dump-ports")
+
+
+def test_port_with_two_remotes_floods_to_both_and_learns_unicast(net, make_daemon):
+    a, b, c = three_hosts(net)
+    d_a = make_daemon("ovslited-a", netns=a.ns)
+    d_a.ctl("add-br", "br-tun")
+    d_a.ctl("add-port", "br-tun", a.cport)
+    d_a.ctl("add-port", "br-tun", "t0", "--type", "vxlan", "-o",
+            f"remote_ip={b.underlay_ip},{c.underlay_ip}", "-o", "key=100")
+    d_b = start_ovslite(make_daemon, b, "vxlan", a, "key=100")
+    d_c = start_ovslite(make_daemon, c, "vxlan", a, "key=100")
+    assert a.ping(b).returncode == 0
+    assert a.ping(c).returncode == 0
+    assert b.ping(a).returncode == 0
+    assert "tunnel: {dst_port=4789, inner_mtu=1450, key=100, " \
+           f"remote_ip={b.underlay_ip},{c.underlay_ip}}}" in d_a.ctl("show").stdout
+    # a's ARP broadcast for b reached c too; now b's MAC is known behind b's address
+    c_before, b_before = port_rx(d_c, "t0"), port_rx(d_b, "t0")
+    assert a.ping(b, count=5).returncode == 0
+    assert port_rx(d_c, "t0") == c_before  # no copy of a's unicast to b went to c
+    assert port_rx(d_b, "t0") >= b_before + 5

@@ -187,6 +187,8 @@ def opened(options, routes):
     netdev = RecordingVxlan("t0", options)
     netdev.tunnel = parse_options("vxlan", options)
     netdev.remotes = [str(r) for r in netdev.tunnel.remote_ips]
+    netdev.destinations = [(r, 4789) for r in netdev.remotes]
+    netdev.destination_of = {d[0]: [d] for d in netdev.destinations}
     netdev.header = netdev.make_header(netdev.tunnel)
     netdev.endpoint = Endpoint("vxlan", socket.AF_INET, 4789, sock=FakeSocket())
     port = Port("t0", "vxlan", netdev)
@@ -237,3 +239,32 @@ def test_geneve_options_are_skipped_and_counted_on_the_port():
     header = struct.pack("!BBHI", 2, 0, 0x6558, 5 << 8)  # 2 words of options
     assert ep.classify(header + option + INNER, REMOTE) == (t0, INNER)
     assert t0.options_skipped == 1
+
+
+class FakeSendSocket:
+    def __init__(self):
+        self.sent = []
+
+    def sendto(self, data, destination):
+        self.sent.append(destination[0])
+
+
+def test_multi_remote_port_learns_which_remote_a_mac_is_behind():
+    import time
+    b, c = REMOTE, "192.168.50.3"
+    netdev, port = opened({"remote_ip": f"{b},{c}"}, {b: 1500, c: 1500})
+    sock = FakeSendSocket()
+    netdev.send_socks = [sock]
+    mac_x = bytes.fromhex("020000000009")
+    to_x = ZERO_HDR + mac_x + bytes.fromhex("020000000001") + b"\x08\x06" + bytes(28)
+    flood = ZERO_HDR + b"\xff" * 6 + bytes.fromhex("020000000001") + b"\x08\x06" + bytes(28)
+
+    assert netdev.send_batch([to_x]) == 1 and sock.sent == [b, c]  # unknown: every remote
+    sock.sent.clear()
+    netdev.learn(bytes(6) + mac_x + b"\x08\x06", c, time.monotonic())
+    assert netdev.send_batch([to_x, flood]) == 2
+    assert sock.sent == [c, b, c]  # known unicast to c only; the broadcast to both
+    sock.sent.clear()
+    netdev.learn(bytes(6) + mac_x + b"\x08\x06", c, time.monotonic() - 301)  # aged
+    netdev.send_batch([to_x])
+    assert sock.sent == [b, c]

@@ -28,9 +28,13 @@ The datagrams of a GSO frame go out in UDP_SEGMENT calls when the outer
 checksum is on (csum=true: the kernel refuses UDP GSO without it), else one
 sendto each (~7 µs per datagram).
 
-Limits (next steps): no per-remote MAC learning (every frame goes to every
-remote), no receive coalescing (GRO), sockets are not handed over across
-restarts.
+A port with several remotes learns which remote each inner source MAC came
+from (a bounded table in the port, aged like the bridge's default 300 s):
+known unicast goes to that remote only, the rest to every remote.
+
+Limits (next steps): the learned remotes are not shown by fdb-show and
+cannot be pinned with fdb-add; no receive coalescing (GRO); sockets are not
+handed over across restarts.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ import errno
 import os
 import socket
 import struct
+import time
 import zlib
 from typing import ClassVar
 
@@ -52,6 +57,9 @@ from .base import LinkStatus, Netdev, NetdevError
 
 #: UDP send sockets per port: distinct outer source ports for distinct flows
 SEND_SOCKETS = 4
+#: inner MACs a multi-remote port remembers, and for how long (the bridge's default aging)
+MAX_REMOTE_MACS = 8192
+REMOTE_MAC_AGING = 300.0
 SO_NO_CHECK = 11
 UDP_SEGMENT = 103
 UDP_MAX_SEGMENTS = 64  # the kernel's limit is 128 here; older kernels have 64
@@ -119,6 +127,9 @@ class TunnelNetdev(Netdev):
         self.send_socks: list[socket.socket] = []
         self.remotes: list[str] = []
         self.destinations: list[tuple] = []
+        self.destination_of: dict[str, list[tuple]] = {}
+        #: ports with several remotes: inner source MAC -> (remote, when learned)
+        self.remote_macs: dict[bytes, tuple[str, float]] = {}
         #: the bridge Port, from resolve(); received frames are delivered as its
         self.port = None
         self.rx_drops: dict[str, int] = {}
@@ -151,6 +162,7 @@ class TunnelNetdev(Netdev):
         family = socket.AF_INET6 if tunnel.ipv6 else socket.AF_INET
         self.remotes = [str(r) for r in tunnel.remote_ips]
         self.destinations = [(r, tunnel.dst_port or 0) for r in self.remotes]
+        self.destination_of = {d[0]: [d] for d in self.destinations}
         self.header = self.make_header(tunnel)
         self.udp_segment = self.type != "gre" and tunnel.csum
         self.endpoint = endpoints.acquire(self.type, family, tunnel.dst_port)
@@ -239,11 +251,32 @@ class TunnelNetdev(Netdev):
     def recv_batch(self, limit: int) -> list:
         return []
 
+    def learn(self, frame, remote: str, now: float) -> None:
+        """A frame from `remote` (a port with several remotes): its source MAC is
+        behind that remote. Bounded: the least recently learned entry goes first."""
+        macs = self.remote_macs
+        src = bytes(frame[6:12])
+        macs.pop(src, None)
+        macs[src] = (remote, now)
+        if len(macs) > MAX_REMOTE_MACS:
+            del macs[next(iter(macs))]
+
+    def _destinations_for(self, packet, now: float) -> list[tuple]:
+        """Known unicast to the one remote its MAC was learned behind, else all."""
+        if packet[VNET_HDR_LEN] & 1:  # group address: head-end replication
+            return self.destinations
+        entry = self.remote_macs.get(bytes(packet[VNET_HDR_LEN:VNET_HDR_LEN + 6]))
+        if entry is None or now - entry[1] > REMOTE_MAC_AGING:
+            return self.destinations
+        return self.destination_of[entry[0]]
+
     def send_batch(self, packets: list) -> int:
         socks = self.send_socks
         if not socks:
             return 0
         destinations = self.destinations
+        learned = len(destinations) > 1
+        now = time.monotonic() if learned else 0.0
         n_socks = len(socks)
         batched = self.udp_segment
         accepted = 0
@@ -255,6 +288,8 @@ class TunnelNetdev(Netdev):
             sock = socks[zlib.crc32(flow_key(packet, VNET_HDR_LEN)) % n_socks] if n_socks > 1 \
                 else socks[0]
             sent_all = True
+            if learned:
+                destinations = self._destinations_for(packet, now)
             for destination in destinations:  # head-end replication
                 try:
                     if batched and len(datagrams) > 1:

@@ -10,7 +10,8 @@ its port; what matches no port is dropped and counted with the reason: on the
 port that has that remote ("unknown-key", or the parser's reason for a
 malformed packet), else on the endpoint ("unknown-remote"), which every port
 using the endpoint shows. Inner frames reach the bridge as a received batch
-of that port (Datapath.receive), like any port's.
+of that port (Datapath.receive), like any port's; a port with several
+remotes first learns which remote each source MAC is behind (TunnelNetdev.learn).
 
 The endpoint watches its socket on the datapath's event loop itself (the
 ports have no fd of their own), from the first port's `resolve`.
@@ -25,6 +26,7 @@ import ctypes
 import errno
 import socket
 import struct
+import time
 
 from ..netdev.base import NetdevError
 from ..vnet import VIRTIO_NET_HDR_F_NEEDS_CSUM, VNET_HDR, ZERO_HDR
@@ -224,6 +226,7 @@ class Endpoint:
         if sock is None:
             return
         groups: dict = {}
+        now = time.monotonic()
         for _ in range(BATCH):
             try:
                 data, addr = sock.recvfrom(MAX_DATAGRAM)
@@ -237,6 +240,8 @@ class Endpoint:
             elif netdev.port is None:
                 self.count(netdev, "not-ready")
             else:
+                if len(netdev.destinations) > 1:
+                    netdev.learn(result, addr[0], now)
                 packet = received_header(result, netdev.inner_mtu or 1500) + result
                 batch = groups.get(netdev)
                 if batch is None:
