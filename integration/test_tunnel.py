@@ -14,12 +14,13 @@ frames with partial checksums that ovslite must segment and finish.
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
 from ovslite.tunnel.headers import vxlan_header
 
-from .daemon import Daemon
+from .daemon import Daemon, port_stats
 from .netns import Network, run, wait_for, why_unusable
 
 pytestmark = [
@@ -379,3 +380,47 @@ def test_port_with_two_remotes_floods_to_both_and_learns_unicast(net, make_daemo
     assert a.ping(b, count=5).returncode == 0
     assert port_rx(d_c, "t0") == c_before  # no copy of a's unicast to b went to c
     assert port_rx(d_b, "t0") >= b_before + 5
+
+
+def send_broadcast(host: SimHost) -> None:
+    """One Ethernet broadcast (local experimental EtherType 0x88B5) from the container."""
+    script = ("import socket;s=socket.socket(socket.AF_PACKET,socket.SOCK_RAW);"
+              "s.bind(('eth0',0));"
+              "s.send(b'\\xff'*6+bytes.fromhex('02000000aa01')+b'\\x88\\xb5'+bytes(46))")
+    host.c("python3", "-c", script)
+
+
+def container_rx(host: SimHost) -> int:
+    return int(host.c("cat", "/sys/class/net/eth0/statistics/rx_packets").stdout)
+
+
+def test_full_mesh_of_three_delivers_one_broadcast_once_and_has_no_loop(net, make_daemon):
+    hosts = three_hosts(net)
+    daemons = {}
+    for host in hosts:
+        d = daemons[host.role] = make_daemon(f"ovslited-{host.role}", netns=host.ns)
+        d.ctl("add-br", "br-tun")
+        d.ctl("add-port", "br-tun", host.cport)
+        for other in hosts:
+            if other is not host:  # one port per remote: a loop without split horizon
+                d.ctl("add-port", "br-tun", f"t{other.role}", "--type", "vxlan", "-o",
+                      f"remote_ip={other.underlay_ip}", "-o", "key=100")
+    a, b, c = hosts
+    for x, y in ((a, b), (a, c), (b, c)):
+        assert x.ping(y).returncode == 0
+    macs = {h.role: h.c("cat", "/sys/class/net/eth0/address").stdout.strip() for h in hosts}
+    for x in hosts:  # no ARP refreshes during the quiet periods below
+        for y in hosts:
+            if x is not y:
+                x.c("ip", "neigh", "replace", y.container_ip, "lladdr", macs[y.role],
+                    "dev", "eth0", "nud", "permanent")
+    before = {h.role: container_rx(h) for h in hosts}
+    send_broadcast(a)
+    time.sleep(1)
+    assert container_rx(b) - before["b"] == 1
+    assert container_rx(c) - before["c"] == 1
+    assert container_rx(a) == before["a"]
+    # idle: nothing keeps circulating between the hosts
+    counts = {r: port_stats(d, "br-tun") for r, d in daemons.items()}
+    time.sleep(3)
+    assert {r: port_stats(d, "br-tun") for r, d in daemons.items()} == counts
