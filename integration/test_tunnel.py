@@ -424,3 +424,29 @@ def test_full_mesh_of_three_delivers_one_broadcast_once_and_has_no_loop(net, mak
     counts = {r: port_stats(d, "br-tun") for r, d in daemons.items()}
     time.sleep(3)
     assert {r: port_stats(d, "br-tun") for r, d in daemons.items()} == counts
+
+
+def test_vxlan_over_an_ipv6_underlay_with_the_kernels_vxlan(net, make_daemon):
+    a, b = two_hosts(net)
+    for host, addr in ((a, "fd00:50::1"), (b, "fd00:50::2")):
+        host.h("sysctl", "-q", "-w", f"net.ipv6.conf.{host.underlay_ifname}.disable_ipv6=0")
+        host.h("ip", "addr", "add", f"{addr}/64", "dev", host.underlay_ifname, "nodad")
+    b.h("ip", "link", "add", "vxk", "type", "vxlan", "id", "100", "dstport", "4789",
+        "local", "fd00:50::2", "remote", "fd00:50::1", "dev", b.underlay_ifname)
+    b.h("ip", "link", "add", "brk", "type", "bridge")
+    for dev in ("vxk", b.cport):
+        b.h("ip", "link", "set", dev, "master", "brk")
+        b.h("ip", "link", "set", dev, "up")
+    b.h("ip", "link", "set", "brk", "up")
+    d = make_daemon("ovslited-a", netns=a.ns)
+    d.ctl("add-br", "br-tun")
+    d.ctl("add-port", "br-tun", a.cport)
+    d.ctl("add-port", "br-tun", "t0", "--type", "vxlan", "-o", "remote_ip=fd00:50::2",
+          "-o", "key=100")
+    assert "inner_mtu=1430" in d.ctl("show").stdout  # 1500 - 70 bytes over IPv6
+    a.c("ip", "link", "set", "eth0", "mtu", "1430")
+    b.c("ip", "link", "set", "eth0", "mtu", "1430")
+    assert a.ping(b).returncode == 0
+    assert b.ping(a).returncode == 0
+    assert tcp_bytes(a, b) > 1_000_000
+    assert tcp_bytes(b, a) > 1_000_000
