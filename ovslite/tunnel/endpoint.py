@@ -10,13 +10,15 @@ its port; what matches no port is dropped and counted with the reason: on the
 port that has that remote ("unknown-key", or the parser's reason for a
 malformed packet), else on the endpoint ("unknown-remote"), which every port
 using the endpoint shows. Inner frames reach the bridge as a received batch
-of that port (Datapath.receive), like any port's; a port with several
+of that port (Datapath.receive), like any port's, after consecutive TCP
+segments of one flow are joined into GSO frames (ovslite.tunnel.gro); a port with several
 remotes first learns which remote each source MAC is behind (TunnelNetdev.learn).
 
 The endpoint watches its socket on the datapath's event loop itself (the
 ports have no fd of their own), from the first port's `resolve`.
 
-Limits: one datagram per recvfrom (no UDP_GRO yet), at most BATCH per wake-up;
+Limits: one datagram per recvfrom (no UDP_GRO yet), at most BATCH per wake-up
+(so a joined frame holds at most BATCH segments);
 the sockets are not handed over across restarts yet.
 """
 
@@ -31,6 +33,7 @@ import time
 from ..netdev.base import NetdevError
 from ..vnet import VIRTIO_NET_HDR_F_NEEDS_CSUM, VNET_HDR, ZERO_HDR
 from .checksum import fold, pseudo_header_sum
+from .gro import coalesce
 from .headers import parse_geneve, parse_gre, parse_vxlan
 from .segment import GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4
 
@@ -251,7 +254,7 @@ class Endpoint:
         datapath = self.datapath
         if datapath is not None:
             for netdev, packets in groups.items():
-                datapath.receive(netdev.port, packets)
+                datapath.receive(netdev.port, coalesce(packets) if len(packets) > 1 else packets)
 
 
 def acquire(kind: str, family: int, udp_port: int | None) -> Endpoint:
