@@ -75,3 +75,24 @@ def test_other_frames_pass_unchanged_and_in_order():
     partial = VNET_HDR.pack(1, 0, 0, 0, 34, 16) + tcp4(b"abc", flags="A")
     packets = [udp, syn, fin, partial]
     assert coalesce(packets) == packets
+
+
+def test_hostile_bytes_never_raise():
+    """Whatever a remote sends, the receive path drops or passes it: no exception."""
+    import random
+    import socket
+
+    from ovslite.tunnel.endpoint import Endpoint, received_header
+
+    rng = random.Random(13)
+    good = [tcp4(PAYLOAD[:3000]), tcp6(PAYLOAD[:3000])]
+    ep = Endpoint("vxlan", socket.AF_INET, 4789, sock=object())
+    for _ in range(3000):
+        frame = bytearray(rng.choice(good))
+        for _ in range(rng.randrange(1, 8)):  # damage a few bytes, maybe cut it short
+            frame[rng.randrange(len(frame))] = rng.randrange(256)
+        frame = bytes(frame[:rng.randrange(len(frame) + 1)])
+        header = received_header(frame, rng.choice((68, 1450, 9000)))
+        assert len(header) == len(ZERO_HDR)
+        coalesce([ZERO_HDR + frame, ZERO_HDR + frame, header + frame])
+        ep.classify(b"\x08\0\0\0\0\0\x64\0" + frame, "192.168.50.2")

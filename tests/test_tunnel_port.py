@@ -268,3 +268,9 @@ def test_multi_remote_port_learns_which_remote_a_mac_is_behind():
     netdev.learn(bytes(6) + mac_x + b"\x08\x06", c, time.monotonic() - 301)  # aged
     netdev.send_batch([to_x])
     assert sock.sent == [b, c]
+
+
+def test_partial_frame_whose_headers_leave_no_room_gets_a_zero_header():
+    frame = bytearray(tcp_frame(2000, partial=True))
+    frame[46] = 0xF0  # TCP data offset 60 bytes: more than a 68-byte MTU leaves
+    assert received_header(bytes(frame), 68) == ZERO_HDR

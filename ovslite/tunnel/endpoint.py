@@ -80,7 +80,7 @@ def received_header(frame, mtu: int = 1500) -> bytes:
     ethertype = (frame[12] << 8) | frame[13]
     if ethertype == 0x0800:
         ihl = (frame[14] & 0x0F) * 4
-        if (frame[20] & 0x3F) or frame[21]:  # a fragment: MF or an offset
+        if ihl < 20 or (frame[20] & 0x3F) or frame[21]:  # bad, or a fragment (MF, offset)
             return ZERO_HDR
         proto = frame[23]
         l4 = 14 + ihl
@@ -103,6 +103,8 @@ def received_header(frame, mtu: int = 1500) -> bytes:
         return VNET_HDR.pack(VIRTIO_NET_HDR_F_NEEDS_CSUM, 0, 0, 0, l4, offset)
     l4_hlen = (frame[l4 + 12] >> 4) * 4 if proto == 6 else 8
     gso_size = mtu - (l4 - 14) - l4_hlen
+    if l4_hlen < 8 or gso_size <= 0 or l4 + l4_hlen > size:
+        return ZERO_HDR  # nonsense headers: passed on as they are, for the receiver to drop
     if proto == 6:
         gso_type = GSO_TCPV4 if ethertype == 0x0800 else GSO_TCPV6
     else:
