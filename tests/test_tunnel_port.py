@@ -31,6 +31,7 @@ REMOTE = "192.168.50.2"
     ("geneve", {"remote_ip": REMOTE, "dst_port": "0"}, "dst_port: 0 is out of range"),
     ("gre", {"remote_ip": REMOTE, "dst_port": "4789"}, "dst_port: a gre port has no UDP port"),
     ("vxlan", {"remote_ip": REMOTE, "colour": "red"}, "has no option 'colour'"),
+    ("vxlan", {"remote_ip": REMOTE, "tos": "inherit"}, "tos: 'inherit' is not supported"),
 ])
 def test_bad_options_are_refused_with_one_line_naming_the_option(type_, options, needle):
     with pytest.raises(ValueError) as exc:

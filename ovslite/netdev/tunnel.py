@@ -118,7 +118,9 @@ class TunnelNetdev(Netdev):
     @classmethod
     def check_options(cls, name: str, options: dict) -> None:
         super().check_options(name, options)
-        parse_options(cls.type, options)
+        if parse_options(cls.type, options).tos is None:
+            # one socket option per port, not per frame: the inner TOS cannot be copied
+            raise ValueError("tos: 'inherit' is not supported by ovslite yet (give 0-252)")
 
     def __init__(self, name: str, options: dict[str, str] | None = None):
         super().__init__(name, options)
