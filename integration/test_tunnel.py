@@ -14,6 +14,7 @@ frames with partial checksums that ovslite must segment and finish.
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 
 import pytest
@@ -457,8 +458,8 @@ def test_vxlan_over_an_ipv6_underlay_with_the_kernels_vxlan(net, make_daemon):
 
 
 def test_tunnel_works_again_after_restarts(net, make_daemon):
-    """Tunnel sockets are not handed over yet: a restart re-opens them (frames in
-    flight meanwhile are lost), and the tunnel carries traffic again."""
+    """After SIGTERM + start (sockets opened afresh) and SIGUSR2 (the receive
+    socket handed over), the tunnel port is up and carries traffic again."""
     from .test_handover import restart_in_place
     a, b = two_hosts(net)
     d = start_ovslite(make_daemon, a, "vxlan", b, "key=100")
@@ -471,3 +472,20 @@ def test_tunnel_works_again_after_restarts(net, make_daemon):
     assert port_info(d, "t0")["up"]
     assert a.ping(b).returncode == 0
     assert b.ping(a).returncode == 0
+
+
+def test_restart_in_place_loses_nothing_that_crosses_the_tunnel(net, make_daemon):
+    """SIGUSR2 while b's container pings a's every 10 ms: the tunnel's receive
+    socket is handed over, so requests that arrive meanwhile wait in it."""
+    from .test_handover import restart_in_place
+    a, b = two_hosts(net)
+    d = start_ovslite(make_daemon, a, "vxlan", b, "key=100")
+    start_ovslite(make_daemon, b, "vxlan", a, "key=100")
+    assert b.ping(a).returncode == 0
+    pinger = net.popen(["ip", "netns", "exec", b.cns, "ping", "-n", "-q", "-c", "300",
+                        "-i", "0.01", "-W", "5", a.container_ip],
+                       stdout=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+    restart_in_place(d)
+    out, _ = pinger.communicate(timeout=30)
+    assert " 0% packet loss" in out, out

@@ -17,15 +17,19 @@ remotes first learns which remote each source MAC is behind (TunnelNetdev.learn)
 The endpoint watches its socket on the datapath's event loop itself (the
 ports have no fd of their own), from the first port's `resolve`.
 
+Restarts: every port using the endpoint hands its receive socket over
+(TunnelNetdev.handover_fds), so datagrams queue in it while the next instance
+starts; the first port to open adopts it again, the other copies are closed.
+
 Limits: one datagram per recvfrom (no UDP_GRO yet), at most BATCH per wake-up
-(so a joined frame holds at most BATCH segments);
-the sockets are not handed over across restarts yet.
+(so a joined frame holds at most BATCH segments).
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno
+import os
 import socket
 import struct
 import time
@@ -259,12 +263,43 @@ class Endpoint:
                 datapath.receive(netdev.port, coalesce(packets) if len(packets) > 1 else packets)
 
 
-def acquire(kind: str, family: int, udp_port: int | None) -> Endpoint:
-    """The shared endpoint for (kind, family, udp_port), opened on first use."""
+def _adopt(kind: str, family: int, udp_port: int | None, fds: list[int]):
+    """The receive socket among `fds` a previous instance handed over (the others
+    are closed: copies of a socket already adopted, or not this endpoint's)."""
+    found = None
+    for fd in fds:
+        try:
+            sock = socket.socket(fileno=fd)
+        except OSError:
+            os.close(fd)
+            continue
+        try:
+            if kind == "gre":
+                ours = sock.type == socket.SOCK_RAW and sock.proto == socket.IPPROTO_GRE
+            else:
+                ours = sock.type == socket.SOCK_DGRAM and sock.getsockname()[1] == udp_port
+            ours = ours and sock.family == family
+        except OSError:
+            ours = False
+        if ours and found is None:
+            sock.setblocking(False)
+            found = sock
+        else:
+            sock.close()
+    return found
+
+
+def acquire(kind: str, family: int, udp_port: int | None,
+            inherited: list[int] | None = None) -> Endpoint:
+    """The shared endpoint for (kind, family, udp_port), opened on first use, from
+    a handed-over socket in `inherited` if there is one (restarts lose nothing)."""
     key = (kind, family, udp_port)
     endpoint = _ENDPOINTS.get(key)
+    sock = _adopt(kind, family, udp_port, inherited) if inherited else None
     if endpoint is None:
-        endpoint = _ENDPOINTS[key] = Endpoint(kind, family, udp_port)
+        endpoint = _ENDPOINTS[key] = Endpoint(kind, family, udp_port, sock=sock)
+    elif sock is not None:
+        sock.close()  # a copy of the one the endpoint already has
     endpoint.users += 1
     return endpoint
 
