@@ -275,3 +275,27 @@ def test_partial_frame_whose_headers_leave_no_room_gets_a_zero_header():
     frame = bytearray(tcp_frame(2000, partial=True))
     frame[46] = 0xF0  # TCP data offset 60 bytes: more than a 68-byte MTU leaves
     assert received_header(bytes(frame), 68) == ZERO_HDR
+
+
+def test_handed_over_receive_socket_is_adopted_and_copies_closed():
+    import os
+
+    from ovslite.tunnel import endpoint as endpoints
+
+    handed = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    handed.bind(("127.0.0.1", 0))
+    port = handed.getsockname()[1]
+    other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # not this endpoint's
+    copies = [os.dup(handed.fileno()), other.detach(), os.dup(handed.fileno())]
+    ep = endpoints.acquire("vxlan", socket.AF_INET, port, copies[:2])
+    try:
+        assert ep.sock.getsockname() == ("127.0.0.1", port)  # the handed-over one, not a new bind
+        assert endpoints.acquire("vxlan", socket.AF_INET, port, copies[2:]) is ep
+        for fd in copies[1:]:
+            with pytest.raises(OSError):
+                os.fstat(fd)  # closed
+    finally:
+        endpoints.release(ep, None)
+        endpoints.release(ep, None)
+        handed.close()
+    assert ep.sock is None
