@@ -253,10 +253,7 @@ def send_vxlan(host: SimHost, dst: str, vni: int, payload: bytes, bind: str | No
 
 
 def port_drops(d: Daemon, name: str) -> dict:
-    for p in d.ctl_json("dump-ports", "br-tun"):
-        if p["name"] == name:
-            return p["stats"]["drops"]
-    raise AssertionError(f"port {name} not in dump-ports")
+    return port_stats(d, "br-tun")[name]["drops"]
 
 
 def test_unknown_vni_and_unknown_remote_are_dropped_and_counted(net, make_daemon):
@@ -360,10 +357,7 @@ def test_ovslite_to_open_vswitch_userspace(net, make_daemon, tmp_path, port_type
 
 
 def port_rx(d: Daemon, name: str) -> int:
-    for p in d.ctl_json("dump-ports", "br-tun"):
-        if p["name"] == name:
-            return p["stats"]["rx_packets"]
-    raise AssertionError(f"port {name} not in dump-ports")
+    return port_stats(d, "br-tun")[name]["rx_packets"]
 
 
 def test_port_with_two_remotes_floods_to_both_and_learns_unicast(net, make_daemon):
