@@ -299,3 +299,20 @@ def test_handed_over_receive_socket_is_adopted_and_copies_closed():
         endpoints.release(ep, None)
         handed.close()
     assert ep.sock is None
+
+
+def test_trace_into_a_tunnel_prints_the_outer_header_and_the_inner_mtu():
+    from ovslite import trace as tr
+    from ovslite.bridge import Bridge
+
+    netdev, tunnel_port = opened({"remote_ip": REMOTE, "key": "100"}, {REMOTE: 1500})
+    br = Bridge("br-tun")
+    local = br.add_port(Port("p1"))
+    br.add_port(tunnel_port)
+    for p in (local, tunnel_port):
+        br.set_port_state(p, True)
+    frame = ZERO_HDR + tcp_frame(100, partial=False)
+    text = " | ".join(str(step) for step in tr.trace_packet(local, frame, 0.0).steps)
+    assert ("t0: vxlan VNI 100 to 192.168.50.2:4789: IPv4 + UDP (source port by flow) + vxlan, "
+            "+36 bytes, ttl 64, tos 0, DF, no outer checksum") in text
+    assert "mtu 1450 inside the tunnel" in text

@@ -315,6 +315,25 @@ class TunnelNetdev(Netdev):
             accepted += sent_all
         return accepted
 
+    def describe_output(self, packet) -> str:
+        """For `trace`: the encapsulation `packet` would get, and where it would go."""
+        tunnel = self.tunnel
+        if tunnel is None:
+            return "not open"
+        destinations = self.destinations
+        if len(destinations) > 1:
+            destinations = self._destinations_for(packet, time.monotonic())
+        where = ", ".join(f"{ip}:{port}" if port else ip for ip, port in destinations)
+        if self.type == "gre":
+            key = f"key {tunnel.key}" if tunnel.key_present else "no key"
+            outer = f"IPv{6 if tunnel.ipv6 else 4} + GRE"
+        else:
+            key = f"VNI {tunnel.key}"
+            outer = f"IPv{6 if tunnel.ipv6 else 4} + UDP (source port by flow) + {self.type}"
+        return (f"{self.type} {key} to {where}: {outer}, +{tunnel.overhead - ETH_HLEN} bytes, "
+                f"ttl {tunnel.ttl}, tos {tunnel.tos}, {'DF' if tunnel.df_default else 'no DF'}, "
+                f"{'outer checksum' if tunnel.csum else 'no outer checksum'}")
+
     # -- state ---------------------------------------------------------------------
     def status(self) -> LinkStatus:
         return LinkStatus(not self._reason, self._reason)
