@@ -487,3 +487,16 @@ def test_restart_in_place_loses_nothing_that_crosses_the_tunnel(net, make_daemon
     restart_in_place(d)
     out, _ = pinger.communicate(timeout=30)
     assert " 0% packet loss" in out, out
+
+
+def test_capture_on_a_tunnel_port_shows_the_inner_frames(net, make_daemon):
+    from .test_port_types import capture_lines
+    a, b = two_hosts(net)
+    d = start_ovslite(make_daemon, a, "vxlan", b, "key=100")
+    start_ovslite(make_daemon, b, "vxlan", a, "key=100")
+    assert a.ping(b).returncode == 0
+    net.popen(["ip", "netns", "exec", a.cns, "ping", "-n", "-q", "-i", "0.2", "-w", "30",
+               b.container_ip])
+    lines = capture_lines(d, "t0", count=4)
+    assert all("ICMP" in x and OVERLAY in x for x in lines), lines  # inner, not outer
+    assert any(" t0 in " in x for x in lines) and any(" t0 out " in x for x in lines), lines
