@@ -291,6 +291,8 @@ def not_reached(in_port: Port, p: Port, vlan: int, kind: str | None = None) -> s
         return _state(p)
     if in_port.isolated and p.isolated:
         return f"isolated, as is {in_port.name}"
+    if in_port.split_horizon and p.split_horizon:
+        return f"split horizon: a tunnel, as is {in_port.name}"
     if p.egress_tagged(vlan) is None:
         return f"VLAN {vlan} not carried: {vlan_role(p)}"
     if kind is not None:

@@ -316,3 +316,20 @@ def test_trace_into_a_tunnel_prints_the_outer_header_and_the_inner_mtu():
     assert ("t0: vxlan VNI 100 to 192.168.50.2:4789: IPv4 + UDP (source port by flow) + vxlan, "
             "+36 bytes, ttl 64, tos 0, DF, no outer checksum") in text
     assert "mtu 1450 inside the tunnel" in text
+
+
+def test_trace_says_why_a_tunnel_does_not_reach_another_tunnel():
+    from ovslite import trace as tr
+    from ovslite.bridge import Bridge
+
+    class TunnelLike:
+        split_horizon = True
+
+    br = Bridge("br-tun")
+    t1 = br.add_port(Port("t1", "vxlan", TunnelLike()))
+    t2 = br.add_port(Port("t2", "gre", TunnelLike()))
+    for p in (t1, t2):
+        br.set_port_state(p, True)
+    frame = ZERO_HDR + b"\xff" * 6 + bytes.fromhex("020000000001") + b"\x08\x06" + bytes(28)
+    text = " | ".join(str(step) for step in tr.trace_packet(t1, frame, 0.0).steps)
+    assert "split horizon: a tunnel, as is t1" in text, text
