@@ -79,8 +79,11 @@ class Daemon:
     """One ovslited process with its own database and control socket."""
 
     def __init__(self, workdir: Path, db: Path | None = None, sock: str | None = None,
-                 label: str = "ovslited"):
+                 label: str = "ovslited", netns: str | None = None):
         self.workdir = Path(workdir)
+        #: run the daemon inside this network namespace (`ip netns exec`), e.g. a
+        #: simulated host; ovslite-ctl reaches it through its socket file anyway
+        self.netns = netns
         self.label = label
         self.db = Path(db) if db is not None else self.workdir / "conf.db"
         if sock is None:
@@ -100,8 +103,9 @@ class Daemon:
             self.history.append(self.stderr_path.read_text(errors="replace"))
         self.starts += 1
         with open(self.stderr_path, "wb") as err:
+            prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
             self.proc = subprocess.Popen(
-                [*daemon_cmd(), "--db", str(self.db), "--socket", self.socket,
+                [*prefix, *daemon_cmd(), "--db", str(self.db), "--socket", self.socket,
                  "--log-format", "json", "--log-level", "debug"],
                 stdin=subprocess.DEVNULL, stdout=err, stderr=err,
             )

@@ -11,7 +11,9 @@ output wants another form (see ovslite.portconfig for the VLAN modes). Which
 ports a VLAN reaches from an ingress port, and in which form, is computed once
 per (ingress port, VLAN) and cached until the configuration or a port's state
 changes: broadcast, multicast and unknown unicast each get their own list, so
-the flood flags, isolation and VLAN membership cost nothing per frame. The
+the flood flags, isolation, split horizon (a frame from a tunnel port never
+leaves by another tunnel port: `Port.split_horizon`) and VLAN membership cost
+nothing per frame. The
 learning probe is skipped when a frame has the source of the one before it.
 
 Frames the Linux bridge drops in br_handle_frame are dropped, never learned,
@@ -59,6 +61,8 @@ class Reach:
         allowed = {}
         for p in ports:
             if p is in_port or not p.up or (in_port.isolated and p.isolated):
+                continue
+            if in_port.split_horizon and p.split_horizon:  # tunnel to tunnel: no loops in a mesh
                 continue
             tagged = p.egress_tagged(vlan)
             if tagged is not None:

@@ -66,7 +66,7 @@ class Daemon:
         switch.handover = inherited
         server = ControlServer(switch, self.args.socket, loop)
         server.open()  # refuse early if another daemon owns the socket
-        links = LinkMonitor(loop, switch.link_event)  # before ports open: no event is missed
+        links = LinkMonitor(loop, switch.link_event, switch.routes_changed)  # before ports open: no event is missed
         _socket_group(self.args.socket)
         # The socket is ours, so no other daemon writes this database: what a kill
         # left of a write is garbage.

@@ -160,7 +160,7 @@ class Datapath:
         if max_len is not None:  # set-port mtu=N; a GSO frame (gso_type != 0) is exempt
             fits = [p for p in packets if len(p) <= max_len or p[1]]
             if len(fits) != len(packets):
-                port.stats.drop("mtu", len(packets) - len(fits), tx=True)
+                port.stats.drop(port.oversize_reason, len(packets) - len(fits), tx=True)
                 packets = fits
                 if not packets:
                     return

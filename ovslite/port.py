@@ -72,7 +72,7 @@ class Port:
     __slots__ = ("name", "type", "netdev", "number", "up", "reason", "link_up", "link_reason",
                  "stats", "bridge", "settings", "mode", "tag", "trunks", "untagged_vlan",
                  "tagged_ok", "learning", "flood", "mcast_flood", "bcast_flood", "isolated",
-                 "admin_up", "storm", "max_len", "local_mac")
+                 "admin_up", "storm", "max_len", "local_mac", "split_horizon", "oversize_reason")
 
     def __init__(self, name: str, type: str = "system", netdev=None, number: int = 0):
         self.name = name
@@ -87,6 +87,10 @@ class Port:
         self.bridge: Bridge | None = None
         #: the MAC of the host's own interface behind this port (an internal port), or None
         self.local_mac: bytes | None = None
+        #: a tunnel port: frames received on one never leave by another (bridge.Reach)
+        self.split_horizon = bool(getattr(netdev, "split_horizon", False))
+        #: the drop reason for frames above max_len ("too-big" on a tunnel port)
+        self.oversize_reason = "mtu"
         self.configure({})
 
     def configure(self, settings: dict) -> None:

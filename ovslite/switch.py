@@ -351,6 +351,12 @@ class Switch:
             self.datapath.rearm(port)
         self.set_state(port, netdev.link.up, netdev.link.reason)
 
+    def routes_changed(self) -> None:
+        """Routes or addresses changed (ovslite.linkmon): ports whose state
+        depends on routing (tunnels: "no route to X", inner MTU) check again."""
+        if any(getattr(p.netdev, "split_horizon", False) for p in self.ports.values()):
+            self._resolve()
+
     def _apply_mtu(self, port: Port) -> None:
         """A device that came back has its default MTU: give it the configured one."""
         mtu = port.settings.get("mtu")

@@ -291,6 +291,8 @@ def not_reached(in_port: Port, p: Port, vlan: int, kind: str | None = None) -> s
         return _state(p)
     if in_port.isolated and p.isolated:
         return f"isolated, as is {in_port.name}"
+    if in_port.split_horizon and p.split_horizon:
+        return f"split horizon: a tunnel, as is {in_port.name}"
     if p.egress_tagged(vlan) is None:
         return f"VLAN {vlan} not carried: {vlan_role(p)}"
     if kind is not None:
@@ -519,6 +521,8 @@ class Tracer:
             size = len(q) - vnet.VNET_HDR_LEN
             limit = max_len - vnet.VNET_HDR_LEN
             mtu = out.settings.get("mtu")
+            if mtu is None and getattr(out.netdev, "inner_mtu", None) is not None:
+                mtu = f"{out.netdev.inner_mtu} inside the tunnel"  # a tunnel's limit
             if size <= limit or vnet.is_gso(q):
                 self._step("mtu", br, out, f"{size}-byte frame fits {out.name}'s limit of "
                            f"{limit} bytes (mtu {mtu})", depth)
@@ -528,7 +532,9 @@ class Tracer:
                 self._drop(br, out, f"{size}-byte frame too long for {out.name} (mtu {mtu})", depth)
                 return
         if getattr(out.netdev, "deliver_batch", None) is None:
-            self._step("output", br, out, out.name, depth)
+            describe = getattr(out.netdev, "describe_output", None)  # a tunnel: its outer header
+            self._step("output", br, out, f"{out.name}: {describe(q)}" if describe else out.name,
+                       depth)
             self.trace.outputs.append(Output(br.name, out.name, vlan, tagged))
             return
         # A port that delivers inside the daemon (patch): follow it into the peer's bridge.

@@ -84,6 +84,8 @@ def render_show(data: dict) -> list[str]:
                       f"        state: {_state(port)}"]
             if port["options"]:
                 lines.append(f"        options: {kv(port['options'])}")
+            if port.get("tunnel"):
+                lines.append(f"        tunnel: {kv(port['tunnel'])}")
             lines += [f"        {k}: {v}" for k, v in port.get("settings", {}).items()]
     if data.get("version"):
         lines.append(f'ovslite_version: "{data["version"]}"')
@@ -282,6 +284,9 @@ def show(ctl: Ctl):
     """Print every bridge with its ports, their type and state."""
     with ctl.client() as c:
         data = {"bridges": c.bridges(), "version": c.version().get("version", "")}
+        tunnels = {p["name"]: p["info"] for p in c.ports() if "inner_mtu" in p["info"]}
+    for port in (p for br in data["bridges"] for p in br["ports"] if p["name"] in tunnels):
+        port["tunnel"] = tunnels[port["name"]]  # remote(s), key, inner MTU: facts, not options
     ctl.emit(data, render_show)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..tunnel.options import REFUSED_TYPES
 from .base import LinkStatus, Netdev, NetdevError
 
 _CLASSES: dict[str, type[Netdev]] = {}
@@ -16,6 +17,9 @@ def register(cls: type[Netdev]) -> type[Netdev]:
 
 
 def netdev_class(type_name: str) -> type[Netdev]:
+    reason = REFUSED_TYPES.get(type_name)
+    if reason is not None:  # known tunnel types ovslite will not carry, with why
+        raise NetdevError(f"port type {type_name} is not supported: {reason}")
     try:
         return _CLASSES[type_name]
     except KeyError:
@@ -28,6 +32,6 @@ def netdev_types() -> list[str]:
 
 
 # Providers register themselves on import.
-from . import internal, patch, system, tap  # noqa: E402,F401
+from . import geneve, gre, internal, patch, system, tap, vxlan  # noqa: E402,F401
 
 __all__ = ["LinkStatus", "Netdev", "NetdevError", "netdev_class", "netdev_types", "register"]
