@@ -13,8 +13,9 @@ cached: no flood, no re-tagging, no port with an MTU limit, at most MAX_DEPTH
 bridges. The bridge's bad-frame checks (source MAC, VLAN 4095, reserved group
 destinations) read only bytes of the key, and `unicast_path` refuses what they
 drop, so a dropped frame never gets a flow; a bridge learning a new address of
-its own bumps its version, which ends flows from a source that just became it. Everything else, and any frame while a capture is running anywhere,
-takes the slow path, which stays the reference.
+its own bumps its version, which ends flows from a source that just became it.
+Everything else, and any frame while a capture is running anywhere, takes the
+slow path, which stays the reference.
 
 A flow is checked once per batch before use, and dropped if any of it went
 stale: a bridge's configuration or port states changed (`Bridge.version`), a
