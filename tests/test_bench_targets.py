@@ -81,3 +81,14 @@ def test_every_target_names_cases_the_bench_has():
     for t in TARGETS + OVERLAY_TARGETS:
         for case, _ in (t.num, t.den):
             assert case in names, t.text
+
+
+def test_the_overlay_table_says_which_ovs_settings_carried_tcp():
+    from integration.bench.overlay import ovs_tcp_lines
+
+    out = "\n".join(ovs_tcp_lines([
+        result("overlay-ovs", tcp1_gbps=0.0), result("overlay-ovs-tso", tcp1_gbps=0.0),
+        result("overlay-ovs-txoff", tcp1_gbps=0.81), result("overlay-vxlan", tcp1_gbps=0.3),
+    ]))
+    assert "none with OVS, OVS +TSO" in out
+    assert "OVS tx off 0.81" in out and "ovslite" not in out

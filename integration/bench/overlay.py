@@ -275,3 +275,24 @@ def references(results: list[dict]) -> dict[str, dict]:
     by_name = {r["name"]: r for r in results}
     return {label: by_name[name]["metrics"] for label, name in REFERENCES.items()
             if name in by_name and not by_name[name].get("error")}
+
+
+def ovs_tcp_lines(results: list[dict]) -> list[str]:
+    """Which OVS settings carried TCP in this run (1 stream, Gbit/s), said in words."""
+    by_name = {r["name"]: r for r in results}
+    carried, nothing = [], []
+    for setup in SETUPS:
+        r = by_name.get(setup.name)
+        if setup.switch != "ovs" or r is None or r.get("error"):
+            continue
+        gbps = r["metrics"].get("tcp1_gbps") or 0.0
+        if gbps > 0:
+            carried.append(f"{setup.label} {gbps:.2f}")
+        else:
+            nothing.append(setup.label)
+    out = []
+    if nothing:
+        out.append(f"TCP through OVS: none with {', '.join(nothing)} (iperf3 moved 0 bytes).")
+    if carried:
+        out.append(f"TCP through OVS, 1 stream, Gbit/s: {', '.join(carried)}.")
+    return out

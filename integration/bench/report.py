@@ -155,7 +155,7 @@ def pairs_table(results: list[dict], group: str, refs: dict[str, dict]) -> list[
 def overlay_table(results: list[dict], group: str, refs: dict[str, dict]) -> list[str]:
     """The overlay rows with their own references: the kernel's vxlan and OVS's."""
     lines = table(results, group, overlay.references(results))
-    return [*lines, *overlay.LEGEND, ""] if lines else []
+    return [*lines, *overlay.ovs_tcp_lines(results), *overlay.LEGEND, ""] if lines else []
 
 
 RENDERERS = {latpairs.GROUP: pairs_table, overlay.GROUP: overlay_table}
