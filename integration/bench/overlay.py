@@ -227,7 +227,7 @@ def _tcp(topo: OverlayTopo, seconds: float, streams: int, notes: list[str]) -> t
         gbps = measure.tcp_throughput(topo.a.container, topo.b.container, seconds, streams,
                                       CONNECT_TIMEOUT)
     except CommandError as exc:
-        notes.append(f"TCP {streams} stream(s) moved nothing: {exc}")
+        notes.append(f"TCP, {streams} stream{'s' if streams > 1 else ''}: nothing moved: {exc}")
         return 0.0, {}
     dt = time.monotonic() - t0
     if streams != 1 or not topo.pids():

@@ -107,7 +107,7 @@ def table(results: list[dict], group: str, refs: dict[str, dict]) -> list[str]:
             continue
         for ref_name, ref_metrics in refs.items():
             ref = ref_metrics.get(key)
-            if ref is None:
+            if not ref:  # not measured, or 0 (OVS moved no TCP): a line of n/a says nothing
                 continue
             cells = []
             for c in cols:
