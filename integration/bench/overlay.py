@@ -72,8 +72,7 @@ class Setup:
         return not (self.switch == "ovs" and not self.tx_off)
 
     def expected(self) -> tuple[str, ...]:
-        keys = KEYS if self.tcp_expected else tuple(k for k in KEYS if not k.startswith("tcp"))
-        return keys
+        return KEYS if self.tcp_expected else tuple(k for k in KEYS if not k.startswith("tcp"))
 
     def na(self) -> tuple[str, ...]:
         return PROCESS_KEYS if self.switch == "kernel" else ()
@@ -121,7 +120,6 @@ class OverlayTopo:
     workdir: str
     #: the switch daemon(s) of host a, then of host b (none for the kernel)
     daemons: list[list] = field(default_factory=lambda: [[], []])
-    notes: list[str] = field(default_factory=list)
 
     def pids(self, side: int | None = None) -> list[int]:
         sides = self.daemons if side is None else [self.daemons[side]]
