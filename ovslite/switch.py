@@ -17,7 +17,7 @@ import errno
 
 import structlog
 
-from . import confedit, linkmon
+from . import confedit, linkmon, mirror
 from . import db as dbmod
 from .bridge import Bridge, Port
 from .confedit import SwitchError
@@ -116,6 +116,13 @@ class Switch:
         """mac-aging-time=SECONDS, mac-table-size=N, forward-bpdu=on|off ('' resets one)."""
         self._commit(confedit.set_bridge(self.desired, name, changes))
 
+    def add_mirror(self, bridge: str, name: str, conf: dict) -> None:
+        """A port mirror (ovslite.mirror); `conf` as stored, checked whole first."""
+        self._commit(confedit.add_mirror(self.desired, bridge, name, conf))
+
+    def del_mirror(self, bridge: str, name: str) -> None:
+        self._commit(confedit.del_mirror(self.desired, bridge, name))
+
     def fdb_add(self, bridge: str, mac: bytes, port: str, vlan: int | None = None) -> None:
         """A static entry: never aged, never moved by learning; kept in the database.
         Without `vlan`: in each VLAN the port carries (as `bridge fdb add`)."""
@@ -198,6 +205,7 @@ class Switch:
                 if port.settings != settings:
                     self._configure_port(port, settings)
             self._sync_statics(br, conf.get("static-macs", []))
+            mirror.configure(br, br_conf.get("mirrors", {}))
         self._resolve()
 
     def _configure_port(self, port: Port, settings: dict) -> None:

@@ -1,0 +1,379 @@
+"""Port mirrors, after Open vSwitch's Mirror table: which frames are copied where.
+
+A mirror selects frames received on its source ports (select-src-port), sent
+on its destination ports (select-dst-port), or both on every port
+(select-all), optionally only in some VLANs (select-vlan, the VLAN inside
+the bridge), and sends a copy to one port (output-port, "SPAN") or floods it
+in one VLAN (output-vlan, "RSPAN") to every port carrying that VLAN. The rules
+are OVS's (ofproto-dpif-xlate.c mirror_packet, ofproto-dpif-mirror.c):
+
+- an output port carries copies only: what it receives is dropped (counted as
+  "mirror-output"), and it is left out of forwarding, flooding and learning
+  (Bridge.Reach skips `Port.mirror_out`);
+- a frame goes to each output at most once, however many selections and
+  mirrors match it (mirrors with the same output share it: the first by name
+  sends the copy, as OVS's dup_mirrors);
+- a copy to an output port takes the form that port's VLAN mode gives VLAN V
+  (access: untagged; trunk, native-tagged: tagged unless VLAN 0;
+  native-untagged: untagged in its own VLAN), whether or not it carries V;
+- a copy to an output VLAN is not made for a frame already in that VLAN nor
+  for a reserved group destination (STP, LACP...); it goes to every port that
+  is up, carries the VLAN and is no mirror's output, the ingress port
+  included, re-tagged with the output VLAN;
+- a mirror whose output port was deleted stays configured but disabled (OVS
+  keeps the Mirror row without output_port and ignores it); del-port takes the
+  port out of every mirror's selections.
+
+The core part here is pure: `Mirrors.select` and `Mirrors.copy` decide,
+`forward` runs a batch through the bridge and collects the copies the
+datapath then sends after the frames themselves (so copies never delay
+them). A bridge with mirrors that could select a batch forwards it a frame at
+a time to know where each went (a few microseconds a frame, measured in
+docs/mirrors.md); the flow cache never caches a frame a mirror would select
+(Bridge.unicast_path asks `unicast_selected`).
+
+`check` validates one mirror's stored configuration (ovslite.confcheck runs it
+for the database and every command).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from .portconfig import shown
+from .vnet import MIN_PACKET_LEN
+
+if TYPE_CHECKING:
+    from .bridge import Bridge, Port
+
+#: the keys a mirror's stored configuration may have
+KEYS = frozenset({"select-all", "select-src-port", "select-dst-port", "select-vlan",
+                  "output-port", "output-vlan"})
+NAME = re.compile(r"[A-Za-z0-9_.:@+-]{1,64}")
+#: mirrors one bridge may have (OVS: MAX_MIRRORS, 32)
+MAX_MIRRORS = 32
+#: the drop reason of frames received on a mirror's output port
+OUTPUT_DROP = "mirror-output"
+
+
+# -- configuration ---------------------------------------------------------------------------
+def check_name(name) -> str:
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        raise ValueError(f"invalid mirror name {shown(name)} (1-64 letters, digits or _.:@+-)")
+    return name
+
+
+def check(name: str, conf, ports, new: bool = False) -> None:
+    """Raise ValueError (one line, naming the mirror) unless `conf` is a valid mirror of a
+    bridge with `ports`. `new`: as add-mirror takes it, which must select something and
+    have an output; a stored mirror may have lost either to del-port (then it is disabled)."""
+    check_name(name)
+    where = f"mirror {name}"
+    if not isinstance(conf, dict):
+        raise ValueError(f"{where}: must be an object")
+    unknown = [k for k in conf if k not in KEYS]
+    if unknown:
+        raise ValueError(f"{where}: unknown key {shown(unknown[0])}")
+    select_all = conf.get("select-all", False)
+    if select_all is not True and "select-all" in conf:
+        raise ValueError(f"{where}: select-all is stored only as true")
+    selected = {}
+    for key in ("select-src-port", "select-dst-port"):
+        names = conf.get(key, [])
+        if not isinstance(names, list) or (key in conf and not names):
+            raise ValueError(f"{where}: {key} must be a non-empty list of port names")
+        for p in names:
+            if not isinstance(p, str) or p not in ports:
+                raise ValueError(f"{where}: {key}: no port named {shown(p)} on the bridge")
+        if len(set(names)) != len(names):
+            raise ValueError(f"{where}: {key}: a port is listed twice")
+        selected[key] = names
+    if select_all and selected:
+        raise ValueError(f"{where}: select-all selects every port: give no "
+                         "select-src-port or select-dst-port with it")
+    vlans = conf.get("select-vlan", [])
+    if not isinstance(vlans, list) or ("select-vlan" in conf and not vlans):
+        raise ValueError(f"{where}: select-vlan must be a non-empty list of VLANs")
+    for v in vlans:
+        if type(v) is not int or not 0 <= v <= 4094:
+            raise ValueError(f"{where}: select-vlan: {shown(v)} is not a VLAN (0-4094)")
+    if len(set(vlans)) != len(vlans):
+        raise ValueError(f"{where}: select-vlan: a VLAN is listed twice")
+    out, out_vlan = conf.get("output-port"), conf.get("output-vlan")
+    if out is not None and out_vlan is not None:
+        raise ValueError(f"{where}: give an output port or an output VLAN, not both")
+    if out is not None:
+        if not isinstance(out, str) or out not in ports:
+            raise ValueError(f"{where}: output port: no port named {shown(out)} on the bridge")
+        for key, names in selected.items():
+            if out in names:
+                raise ValueError(f"{where}: output port {out} is also selected ({key}): "
+                                 "it carries copies only, nothing it sends or receives is mirrored")
+    if out_vlan is not None and (type(out_vlan) is not int or not 1 <= out_vlan <= 4094):
+        raise ValueError(f"{where}: output VLAN {shown(out_vlan)} is not a VLAN (1-4094)")
+    if new:
+        if out is None and out_vlan is None:
+            raise ValueError(f"{where}: give an output port or an output VLAN")
+        if not select_all and not selected:
+            raise ValueError(f"{where}: selects nothing: give select-all, select-src-port "
+                             "or select-dst-port")
+
+
+def check_all(mirrors, ports) -> None:
+    if not isinstance(mirrors, dict):
+        raise ValueError("'mirrors' must be an object")
+    if len(mirrors) > MAX_MIRRORS:
+        raise ValueError(f"more than {MAX_MIRRORS} mirrors")
+    for name, conf in mirrors.items():
+        check(name, conf, ports)
+
+
+def without_port(mirrors: dict, port: str) -> dict:
+    """The mirrors once `port` is deleted: out of every selection; a mirror whose output
+    it was keeps its selections and is disabled (no output), as OVS does."""
+    out = {}
+    for name, conf in mirrors.items():
+        conf = dict(conf)
+        for key in ("select-src-port", "select-dst-port"):
+            if key in conf:
+                kept = [p for p in conf[key] if p != port]
+                if kept:
+                    conf[key] = kept
+                else:
+                    del conf[key]
+        if conf.get("output-port") == port:
+            del conf["output-port"]
+        out[name] = conf
+    return out
+
+
+def conf_from_request(values: dict) -> dict:
+    """An ADD_MIRROR request's values -> the mirror's configuration as stored (check()s it)."""
+    conf: dict = {}
+    if values.get("select_all"):
+        conf["select-all"] = True
+    for attr, key in (("select_src_port", "select-src-port"), ("select_dst_port", "select-dst-port")):
+        if values.get(attr):
+            conf[key] = [item.get("port", "") for item in values[attr]]
+    if values.get("select_vlan"):
+        conf["select-vlan"] = parse_vlans(values["select_vlan"])
+    if values.get("output") is not None:
+        conf["output-port"] = values["output"]
+    if values.get("output_vlan") is not None:
+        conf["output-vlan"] = values["output_vlan"]
+    return conf
+
+
+def conf_to_values(conf: dict) -> dict:
+    """A stored mirror -> GET_MIRROR values (the same attributes ADD_MIRROR takes)."""
+    return {"select_all": conf.get("select-all", False),
+            "select_src_port": [{"port": p} for p in conf.get("select-src-port", ())] or None,
+            "select_dst_port": [{"port": p} for p in conf.get("select-dst-port", ())] or None,
+            "select_vlan": vlan_text(conf["select-vlan"]) if "select-vlan" in conf else None,
+            "output": conf.get("output-port"), "output_vlan": conf.get("output-vlan")}
+
+
+def parse_vlans(text) -> list[int]:
+    """'10,20-22' -> [10, 20, 21, 22] (set-port's trunks syntax)."""
+    from .portconfig import parse_trunks
+
+    try:
+        vlans = parse_trunks(text)
+    except ValueError as exc:
+        raise ValueError(str(exc).replace("trunks", "select-vlan", 1)) from None
+    if not vlans:
+        raise ValueError("select-vlan: no VLAN given")
+    return vlans
+
+
+def vlan_text(vlans) -> str:
+    from .trace.explain import vlan_ranges
+
+    return vlan_ranges(vlans)
+
+
+def parse_output_vlan(text) -> int:
+    try:
+        vlan = int(text)
+    except (TypeError, ValueError):
+        raise ValueError(f"output VLAN {shown(text)} is not a number") from None
+    if not 1 <= vlan <= 4094:
+        raise ValueError(f"output VLAN {vlan} is out of range (1-4094)")
+    return vlan
+
+
+# -- the running mirrors ---------------------------------------------------------------------
+class Mirror:
+    """One configured mirror, resolved to ports, with its counters."""
+
+    __slots__ = ("name", "conf", "select_all", "src", "dst", "vlans", "out", "out_vlan",
+                 "packets", "bytes", "dropped")
+
+    def __init__(self, name: str, conf: dict, ports: dict):
+        self.name = name
+        self.conf = conf
+        self.select_all = conf.get("select-all", False)
+        self.src = frozenset(ports[p] for p in conf.get("select-src-port", ()) if p in ports)
+        self.dst = frozenset(ports[p] for p in conf.get("select-dst-port", ()) if p in ports)
+        vlans = conf.get("select-vlan")
+        self.vlans = frozenset(vlans) if vlans else None  # None: every VLAN
+        self.out: Port | None = ports.get(conf["output-port"]) if "output-port" in conf else None
+        self.out_vlan: int | None = conf.get("output-vlan")
+        #: copies sent, their bytes (without virtio_net_hdr), copies the output could not take
+        self.packets = self.bytes = self.dropped = 0
+
+    @property
+    def active(self) -> bool:
+        return self.out is not None or self.out_vlan is not None
+
+    @property
+    def reason(self) -> str:
+        """Why the mirror does nothing ('' if it is active)."""
+        return "" if self.active else "no output (its output port was deleted)"
+
+    @property
+    def output_key(self):
+        return ("port", self.out) if self.out is not None else ("vlan", self.out_vlan)
+
+
+class Mirrors:
+    """A bridge's mirrors: `by_name` all of them, `active` those with an output."""
+
+    def __init__(self, mirrors: list[Mirror]):
+        self.by_name = {m.name: m for m in mirrors}
+        self.active = tuple(m for m in sorted(mirrors, key=lambda m: m.name) if m.active)
+        self.outputs = frozenset(m.out for m in self.active if m.out is not None)
+        self._src = frozenset(p for m in self.active for p in m.src)
+        #: some mirror selects frames by where they are sent
+        self._by_dst = any(m.dst or m.select_all for m in self.active)
+        self._src_all = any(m.select_all for m in self.active)
+
+    def may_select(self, in_port: Port) -> bool:
+        """Whether any frame received on `in_port` could be mirrored (else: no per-frame work)."""
+        return self._by_dst or self._src_all or in_port in self._src
+
+    def select(self, in_port: Port, vlan: int, outs) -> tuple[Mirror, ...]:
+        """The mirrors that copy a frame received on `in_port` in `vlan` and sent to the
+        ports `outs`: one per distinct output (the first by name), in name order."""
+        chosen = []
+        taken = set()
+        for m in self.active:
+            if m.vlans is not None and vlan not in m.vlans:
+                continue
+            if not (m.select_all or in_port in m.src or any(p in m.dst for p in outs)):
+                continue
+            key = m.output_key
+            if key not in taken:
+                taken.add(key)
+                chosen.append(m)
+        return tuple(chosen)
+
+    def unicast_selected(self, in_port: Port, vlan: int, out: Port) -> bool:
+        return bool(self.select(in_port, vlan, (out,)))
+
+    @staticmethod
+    def copy(selected, pkt, vlan: int, has_tag: bool, vid: int, ports, copies: dict) -> None:
+        """Append the copies of `pkt` the `selected` mirrors make to copies[(Mirror, Port)].
+
+        `ports`: the bridge's ports, for an output VLAN's flood."""
+        for m in selected:
+            out = m.out
+            if out is not None:
+                _append(copies, m, out, reform(pkt, has_tag, vid, vlan, output_tagged(out, vlan)))
+                continue
+            out_vlan = m.out_vlan
+            if vlan == out_vlan or _reserved_group(pkt):
+                continue
+            forms: dict[bool, bytes] = {}
+            for p in ports:
+                if not p.up or p.mirror_out:
+                    continue
+                tagged = p.egress_tagged(out_vlan)
+                if tagged is None:
+                    continue
+                q = forms.get(tagged)
+                if q is None:
+                    q = forms[tagged] = reform(pkt, has_tag, vid, out_vlan, tagged)
+                _append(copies, m, p, q)
+
+
+def _append(copies: dict, m: Mirror, port: Port, q) -> None:
+    batch = copies.get((m, port))
+    if batch is None:
+        copies[(m, port)] = [q]
+    else:
+        batch.append(q)
+
+
+def _reserved_group(pkt) -> bool:
+    from .bridge import is_reserved_group  # the bridge imports this module
+
+    return is_reserved_group(pkt[10:16])
+
+
+def output_tagged(port: Port, vlan: int) -> bool:
+    """Whether a copy in `vlan` leaves output port `port` tagged (OVS's xvlan_output_translate)."""
+    mode = port.mode
+    if mode == "access" or vlan == 0:
+        return False
+    if mode == "native-untagged":
+        return vlan != port.tag
+    return True
+
+
+def reform(pkt, has_tag: bool, vid: int, vlan: int, tagged: bool):
+    """`pkt` (tagged with `vid` if `has_tag`) tagged with `vlan`, or untagged: the same
+    object when it already is (a GSO frame keeps its virtio_net_hdr, shifted if retagged)."""
+    from .bridge import retag
+
+    if tagged:
+        return pkt if has_tag and vid == vlan else retag(pkt, has_tag, vlan, True)
+    return retag(pkt, True, vlan, False) if has_tag else pkt
+
+
+def configure(bridge: Bridge, conf: dict) -> None:
+    """Give `bridge` the mirrors of its stored configuration ("mirrors"), keeping the
+    counters of those that did not change."""
+    old = bridge.mirrors.by_name if bridge.mirrors is not None else {}
+    mirrors = []
+    for name, mconf in conf.items():
+        m = Mirror(name, mconf, bridge.ports)
+        prev = old.get(name)
+        if prev is not None and prev.conf == mconf:
+            m.packets, m.bytes, m.dropped = prev.packets, prev.bytes, prev.dropped
+        mirrors.append(m)
+    bridge.set_mirrors(Mirrors(mirrors) if mirrors else None)
+
+
+# -- forwarding --------------------------------------------------------------------------------
+def forward(bridge: Bridge, in_port: Port, packets: list, now: float) -> tuple[dict, dict]:
+    """Bridge.forward for a bridge with mirrors: (outputs, copies), copies as
+    {(Mirror, Port): [packets]}, to be sent after the outputs."""
+    mirrors = bridge.mirrors
+    if in_port.mirror_out:
+        in_port.stats.drop(OUTPUT_DROP, len(packets))
+        return {}, {}
+    if not in_port.up or not mirrors.may_select(in_port):
+        return bridge.forward(in_port, packets, now), {}
+    outputs: dict = {}
+    copies: dict = {}
+    ports = bridge.ports.values()
+    forward_one = bridge.forward
+    for pkt in packets:
+        out = forward_one(in_port, [pkt], now)
+        for port, batch in out.items():
+            have = outputs.get(port)
+            if have is None:
+                outputs[port] = batch
+            else:
+                have += batch
+        if len(pkt) < MIN_PACKET_LEN:
+            continue
+        vlan, has_tag, vid = bridge.ingress_vlan(in_port, pkt)
+        if vlan is None:
+            continue  # not accepted on the ingress port: not mirrored (as OVS)
+        selected = mirrors.select(in_port, vlan, out)
+        if selected:
+            mirrors.copy(selected, pkt, vlan, has_tag, vid, ports, copies)
+    return outputs, copies
