@@ -88,7 +88,8 @@ def check(name: str, conf, ports, new: bool = False) -> None:
                 raise ValueError(f"{where}: {key}: no port named {shown(p)} on the bridge")
         if len(set(names)) != len(names):
             raise ValueError(f"{where}: {key}: a port is listed twice")
-        selected[key] = names
+        if names:
+            selected[key] = names
     if select_all and selected:
         raise ValueError(f"{where}: select-all selects every port: give no "
                          "select-src-port or select-dst-port with it")
