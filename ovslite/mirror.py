@@ -24,13 +24,16 @@ are OVS's (ofproto-dpif-xlate.c mirror_packet, ofproto-dpif-mirror.c):
   keeps the Mirror row without output_port and ignores it); del-port takes the
   port out of every mirror's selections.
 
-The core part here is pure: `Mirrors.select` and `Mirrors.copy` decide,
-`forward` runs a batch through the bridge and collects the copies the
-datapath then sends after the frames themselves (so copies never delay
-them). A bridge with mirrors that could select a batch forwards it a frame at
-a time to know where each went (a few microseconds a frame, measured in
+The core part here is pure: `Mirrors.select` picks the mirrors, `copy_plan`
+turns them into copies (cached per ingress port, VLAN and egress ports until
+the bridge's version changes), `copy` makes them; `forward` runs a batch
+through the bridge and collects the copies, which the datapath sends after
+the frames themselves (so copies never delay them). Only a mirror that selects
+by destination port makes a bridge forward frames from other ports one at a
+time, to know where each went (a few microseconds a frame, measured in
 docs/mirrors.md); the flow cache never caches a frame a mirror would select
-(Bridge.unicast_path asks `unicast_selected`).
+(Bridge.unicast_path asks `unicast_selected`), and a bridge with no mirror
+that could select a port's frames forwards them as if it had none.
 
 `check` validates one mirror's stored configuration (ovslite.confcheck runs it
 for the database and every command).
@@ -41,11 +44,13 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
+from .bridge import is_reserved_group, retag
 from .portconfig import shown
 from .vnet import MIN_PACKET_LEN
 
 if TYPE_CHECKING:
-    from .bridge import Bridge, Port
+    from .bridge import Bridge
+    from .port import Port
 
 #: the keys a mirror's stored configuration may have
 KEYS = frozenset({"select-all", "select-src-port", "select-dst-port", "select-vlan",
@@ -239,7 +244,11 @@ class Mirror:
 
 
 class Mirrors:
-    """A bridge's mirrors: `by_name` all of them, `active` those with an output."""
+    """A bridge's mirrors: `by_name` all of them, `active` those with an output.
+
+    `plan` turns a selection into the copies to make, cached per (ingress port, VLAN,
+    egress ports) until the bridge's version changes (ports, settings, states).
+    """
 
     def __init__(self, mirrors: list[Mirror]):
         self.by_name = {m.name: m for m in mirrors}
@@ -248,11 +257,19 @@ class Mirrors:
         self._src = frozenset(p for m in self.active for p in m.src)
         #: some mirror selects frames by where they are sent
         self._by_dst = any(m.dst or m.select_all for m in self.active)
-        self._src_all = any(m.select_all for m in self.active)
+        self._plans: dict = {}
+        self._version = None
 
     def may_select(self, in_port: Port) -> bool:
         """Whether any frame received on `in_port` could be mirrored (else: no per-frame work)."""
-        return self._by_dst or self._src_all or in_port in self._src
+        return self._by_dst or in_port in self._src
+
+    def by_destination(self, in_port: Port) -> bool:
+        """Whether a frame from `in_port` may be selected by where it goes (a mirror's
+        select-dst-port other than `in_port`, `in_port` not being that mirror's source):
+        then `forward` must know each frame's egress ports."""
+        return any(m.dst and not m.select_all and in_port not in m.src
+                   and not m.dst <= {in_port} for m in self.active)
 
     def select(self, in_port: Port, vlan: int, outs) -> tuple[Mirror, ...]:
         """The mirrors that copy a frame received on `in_port` in `vlan` and sent to the
@@ -273,44 +290,71 @@ class Mirrors:
     def unicast_selected(self, in_port: Port, vlan: int, out: Port) -> bool:
         return bool(self.select(in_port, vlan, (out,)))
 
-    @staticmethod
-    def copy(selected, pkt, vlan: int, has_tag: bool, vid: int, ports, copies: dict) -> None:
-        """Append the copies of `pkt` the `selected` mirrors make to copies[(Mirror, Port)].
+    def plan(self, in_port: Port, vlan: int, outs: frozenset, ports, version: int) -> tuple:
+        """The copies of a frame (see `copy_plan`), cached."""
+        if version != self._version or len(self._plans) >= PLAN_LIMIT:
+            self._plans.clear()
+            self._version = version
+        key = (in_port, vlan, outs)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = copy_plan(self.select(in_port, vlan, outs), vlan, ports)
+        return plan
 
-        `ports`: the bridge's ports, for an output VLAN's flood."""
-        for m in selected:
-            out = m.out
-            if out is not None:
-                _append(copies, m, out, reform(pkt, has_tag, vid, vlan, output_tagged(out, vlan)))
-                continue
-            out_vlan = m.out_vlan
-            if vlan == out_vlan or _reserved_group(pkt):
-                continue
-            forms: dict[bool, bytes] = {}
-            for p in ports:
-                if not p.up or p.mirror_out:
-                    continue
+
+#: cached plans per bridge at most (emptied when full)
+PLAN_LIMIT = 4096
+
+
+def copy_plan(selected, vlan: int, ports) -> tuple:
+    """((Mirror, Port, VLAN, tagged, by_vlan), ...): the copies the `selected` mirrors make
+    of a frame in `vlan`; `ports`, the bridge's, for an output VLAN's flood (by_vlan: such
+    a copy, which a reserved group destination does not get)."""
+    plan = []
+    for m in selected:
+        out = m.out
+        if out is not None:
+            plan.append((m, out, vlan, output_tagged(out, vlan), False))
+            continue
+        out_vlan = m.out_vlan
+        if vlan == out_vlan:
+            continue
+        for p in ports:
+            if p.up and not p.mirror_out:
                 tagged = p.egress_tagged(out_vlan)
-                if tagged is None:
-                    continue
-                q = forms.get(tagged)
-                if q is None:
-                    q = forms[tagged] = reform(pkt, has_tag, vid, out_vlan, tagged)
-                _append(copies, m, p, q)
+                if tagged is not None:
+                    plan.append((m, p, out_vlan, tagged, True))
+    return tuple(plan)
 
 
-def _append(copies: dict, m: Mirror, port: Port, q) -> None:
-    batch = copies.get((m, port))
-    if batch is None:
-        copies[(m, port)] = [q]
-    else:
-        batch.append(q)
-
-
-def _reserved_group(pkt) -> bool:
-    from .bridge import is_reserved_group  # the bridge imports this module
-
-    return is_reserved_group(pkt[10:16])
+def copy(plan: tuple, pkt, has_tag: bool, vid: int, copies: dict) -> None:
+    """Append the copies of `pkt` (tagged `vid` if `has_tag`) that `plan` makes to
+    copies[(Mirror, Port)]; ports that want the same form share one object."""
+    forms = None
+    reserved = None
+    for m, port, vlan, tagged, by_vlan in plan:
+        if by_vlan:
+            if reserved is None:
+                reserved = is_reserved_group(pkt[10:16])
+            if reserved:
+                continue
+        if tagged:
+            unchanged = has_tag and vid == vlan
+        else:
+            unchanged = not has_tag
+        if unchanged:
+            q = pkt
+        else:
+            if forms is None:
+                forms = {}
+            q = forms.get((vlan, tagged))
+            if q is None:
+                q = forms[(vlan, tagged)] = reform(pkt, has_tag, vid, vlan, tagged)
+        batch = copies.get((m, port))
+        if batch is None:
+            copies[(m, port)] = [q]
+        else:
+            batch.append(q)
 
 
 def output_tagged(port: Port, vlan: int) -> bool:
@@ -326,8 +370,6 @@ def output_tagged(port: Port, vlan: int) -> bool:
 def reform(pkt, has_tag: bool, vid: int, vlan: int, tagged: bool):
     """`pkt` (tagged with `vid` if `has_tag`) tagged with `vlan`, or untagged: the same
     object when it already is (a GSO frame keeps its virtio_net_hdr, shifted if retagged)."""
-    from .bridge import retag
-
     if tagged:
         return pkt if has_tag and vid == vlan else retag(pkt, has_tag, vlan, True)
     return retag(pkt, True, vlan, False) if has_tag else pkt
@@ -350,16 +392,37 @@ def configure(bridge: Bridge, conf: dict) -> None:
 # -- forwarding --------------------------------------------------------------------------------
 def forward(bridge: Bridge, in_port: Port, packets: list, now: float) -> tuple[dict, dict]:
     """Bridge.forward for a bridge with mirrors: (outputs, copies), copies as
-    {(Mirror, Port): [packets]}, to be sent after the outputs."""
+    {(Mirror, Port): [packets]}, to be sent after the outputs.
+
+    When no mirror selects frames from `in_port` by where they go, the batch is forwarded
+    whole and each accepted frame's copies depend on its VLAN only; otherwise frame by
+    frame, to know each one's egress ports."""
     mirrors = bridge.mirrors
     if in_port.mirror_out:
         in_port.stats.drop(OUTPUT_DROP, len(packets))
         return {}, {}
     if not in_port.up or not mirrors.may_select(in_port):
         return bridge.forward(in_port, packets, now), {}
-    outputs: dict = {}
     copies: dict = {}
     ports = bridge.ports.values()
+    version = bridge.version
+    plan_for = mirrors.plan
+    ingress_vlan = bridge.ingress_vlan
+    if not mirrors.by_destination(in_port):
+        outputs = bridge.forward(in_port, packets, now)
+        last_vlan = plan = None
+        for pkt in packets:
+            if len(pkt) >= MIN_PACKET_LEN:
+                vlan, has_tag, vid = ingress_vlan(in_port, pkt)
+                if vlan is None:
+                    continue  # not accepted on the ingress port: not mirrored (as OVS)
+                if vlan != last_vlan:
+                    plan = plan_for(in_port, vlan, NOWHERE, ports, version)
+                    last_vlan = vlan
+                if plan:
+                    copy(plan, pkt, has_tag, vid, copies)
+        return outputs, copies
+    outputs = {}
     forward_one = bridge.forward
     for pkt in packets:
         out = forward_one(in_port, [pkt], now)
@@ -369,12 +432,13 @@ def forward(bridge: Bridge, in_port: Port, packets: list, now: float) -> tuple[d
                 outputs[port] = batch
             else:
                 have += batch
-        if len(pkt) < MIN_PACKET_LEN:
-            continue
-        vlan, has_tag, vid = bridge.ingress_vlan(in_port, pkt)
-        if vlan is None:
-            continue  # not accepted on the ingress port: not mirrored (as OVS)
-        selected = mirrors.select(in_port, vlan, out)
-        if selected:
-            mirrors.copy(selected, pkt, vlan, has_tag, vid, ports, copies)
+        if len(pkt) >= MIN_PACKET_LEN:
+            vlan, has_tag, vid = ingress_vlan(in_port, pkt)
+            if vlan is not None:
+                plan = plan_for(in_port, vlan, frozenset(out), ports, version)
+                if plan:
+                    copy(plan, pkt, has_tag, vid, copies)
     return outputs, copies
+
+
+NOWHERE: frozenset = frozenset()

@@ -241,7 +241,7 @@ class Tracer:
         """The copies br's mirrors make of the frame (mirror.Mirrors.select and copy)."""
         selected = br.mirrors.select(in_port, vlan, outs)
         copies: dict = {}
-        br.mirrors.copy(selected, pkt, vlan, has_tag, vid, br.ports.values(), copies)
+        mirror.copy(mirror.copy_plan(selected, vlan, br.ports.values()), pkt, has_tag, vid, copies)
         for m in selected:
             ports = [(p, q) for (cm, p), (q,) in copies.items() if cm is m]
             if not ports:
