@@ -239,6 +239,12 @@ class Mirror:
         return "" if self.active else "no output (its output port was deleted)"
 
     @property
+    def identity(self) -> tuple:
+        """What the mirror is, ports included (a port re-created is another port)."""
+        return (self.name, self.conf, self.select_all, self.src, self.dst, self.vlans, self.out,
+                self.out_vlan)
+
+    @property
     def output_key(self):
         return ("port", self.out) if self.out is not None else ("vlan", self.out_vlan)
 
@@ -314,7 +320,8 @@ def copy_plan(selected, vlan: int, ports) -> tuple:
     for m in selected:
         out = m.out
         if out is not None:
-            plan.append((m, out, vlan, output_tagged(out, vlan), False))
+            if out.up:  # a down output would only fail to send
+                plan.append((m, out, vlan, output_tagged(out, vlan), False))
             continue
         out_vlan = m.out_vlan
         if vlan == out_vlan:
@@ -377,8 +384,10 @@ def reform(pkt, has_tag: bool, vid: int, vlan: int, tagged: bool):
 
 def configure(bridge: Bridge, conf: dict) -> None:
     """Give `bridge` the mirrors of its stored configuration ("mirrors"), keeping the
-    counters of those that did not change."""
-    old = bridge.mirrors.by_name if bridge.mirrors is not None else {}
+    counters of those that did not change; nothing happens if none did (a bridge's
+    version, which ends its cached flows, moves only for a real change)."""
+    current = bridge.mirrors
+    old = current.by_name if current is not None else {}
     mirrors = []
     for name, mconf in conf.items():
         m = Mirror(name, mconf, bridge.ports)
@@ -386,6 +395,8 @@ def configure(bridge: Bridge, conf: dict) -> None:
         if prev is not None and prev.conf == mconf:
             m.packets, m.bytes, m.dropped = prev.packets, prev.bytes, prev.dropped
         mirrors.append(m)
+    if [m.identity for m in mirrors] == [m.identity for m in old.values()]:
+        return
     bridge.set_mirrors(Mirrors(mirrors) if mirrors else None)
 
 

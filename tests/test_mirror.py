@@ -363,3 +363,24 @@ def test_cli_add_list_show_del(daemon):
     ctl("del-mirror", "br0", "m0")
     assert json.loads(ctl("list-mirrors", "br0", "--json").output) == []
     one_line_error(ctl("del-mirror", "br0", "m0", code=1), 1, "no mirror named m0")
+
+
+def test_commits_that_change_no_mirror_leave_the_bridge_version_alone(sw):
+    # the version ends the bridge's cached flows: only a real change may move it
+    mirror_switch(sw)
+    br = sw.bridges["br0"]
+    version = br.version
+    sw.set_bridge("br0", {"mac-aging-time": "100"})
+    assert br.version == version
+    sw.add_mirror("br0", "m", {"select-all": True, "output-port": "p4"})
+    version = br.version
+    sw.set_bridge("br0", {"mac-aging-time": "200"})
+    assert br.version == version
+
+
+def test_a_down_output_port_gets_no_copies():
+    br, (p1, p2, p3, p4) = mirrored_bridge({"m": {"select-src-port": ["p1"], "output-port": "p4"}})
+    br.set_port_state(p4, False, "carrier lost")
+    assert run(br, p1, [pkt(BCAST, A)])[1] == {}
+    br.set_port_state(p4, True)
+    assert run(br, p1, [pkt(BCAST, A)])[1] != {}
