@@ -254,8 +254,8 @@ def test_trace_shows_mirror_copies_and_output_port_drops():
     br, (p1, p2, p3, p4) = mirrored_bridge({"m": {"select-src-port": ["p1"], "output-port": "p4"}})
     t = trace_packet(p1, pkt(BCAST, A), 0.0)
     steps = [s for s in t.steps if s.kind == "mirror"]
-    assert [(s.port, s.detail) for s in steps] == [("p4", "mirror m: copy to p4 (untagged)")]
-    assert {o.port for o in t.outputs} == {"p2", "p3"}
+    assert [(s.port, s.detail) for s in steps] == [("p4", "mirror m: copy to p4")]
+    assert [o.port for o in t.outputs] == ["p2", "p3", "p4"]  # the copy last, as sent
     t = trace_packet(p4, pkt(BCAST, A), 0.0)
     assert t.drops and "mirror's output port" in t.drops[0].detail
 
@@ -354,6 +354,10 @@ def test_cli_add_list_show_del(daemon):
     text = ctl("list-mirrors", "br0").output
     assert "select: received on p1, p2; in VLAN 0" in text and "output: port span" in text
     assert "Mirror m0" in ctl("show").output
+    traced = ctl("trace", "br0", "in_port=p1", "dl_src=02:00:00:00:00:01",
+                 "dl_dst=ff:ff:ff:ff:ff:ff", "--generate").output
+    assert "mirror m0: copy to span" in traced and "(as traced)" in traced, traced
+    assert json.loads(ctl("list-mirrors", "br0", "--json").output)[0]["packets"] == 1
     one_line_error(ctl("add-mirror", "br0", "m1", "--select-dst-port", "span",
                        "--output-port", "span", code=1), 1, "output port span is also selected")
     one_line_error(ctl("add-mirror", "br0", "m1", "--select-all", code=2), 2,

@@ -9,8 +9,9 @@ would leave. A tunnel output is described by its netdev's describe_output.
 
 Limits: the clock is read once per trace; only the first eviction per table
 is predicted exactly; the walk stops after MAX_STEPS steps. Mirror copies
-(ovslite.mirror) are listed as "mirror" steps after the frame's own outputs;
-a copy to a patch port is not followed into the peer's bridge.
+(ovslite.mirror) follow the frame's own outputs, as in the datapath: a
+"mirror" step each, then the copy's output (into a patch peer's bridge too),
+so they are outputs of the trace like any frame that leaves the switch.
 """
 
 from __future__ import annotations
@@ -238,24 +239,27 @@ class Tracer:
 
     def _mirror(self, br: Bridge, in_port: Port, pkt, vlan: int, has_tag: bool, vid: int,
                 outs: tuple, depth: int) -> None:
-        """The copies br's mirrors make of the frame (mirror.Mirrors.select and copy)."""
+        """The copies br's mirrors make of the frame (mirror.Mirrors.select, copy_plan), each
+        then output as the datapath does, after the frame's own outputs."""
         selected = br.mirrors.select(in_port, vlan, outs)
-        copies: dict = {}
-        mirror.copy(mirror.copy_plan(selected, vlan, br.ports.values()), pkt, has_tag, vid, copies)
+        plan = mirror.copy_plan(selected, vlan, br.ports.values())
+        reserved = is_reserved_group(pkt[vnet.ETH_DST])
         for m in selected:
-            ports = [(p, q) for (cm, p), (q,) in copies.items() if cm is m]
-            if not ports:
-                if vlan == m.out_vlan or is_reserved_group(pkt[vnet.ETH_DST]):
-                    why = f"the frame is in VLAN {vlan} already" if vlan == m.out_vlan else \
-                        "never to a reserved group address"
+            copies = [e for e in plan if e[0] is m and not (e[4] and reserved)]
+            if not copies:
+                if m.out is not None:
+                    why = f"output port {m.out.name} is {_state(m.out)}"
+                elif vlan == m.out_vlan:
+                    why = f"the frame is in output VLAN {vlan} already"
+                elif reserved:
+                    why = "never to an output VLAN for a reserved group address"
                 else:
-                    why = f"no port is up and carries VLAN {m.out_vlan}"
-                self._step("mirror", br, None, f"mirror {m.name}: no copy to output VLAN "
-                           f"{m.out_vlan} ({why})", depth)
-            for p, q in ports:
-                tagged = q[22] == 0x81 and q[23] == 0
-                form = f"tagged VLAN {(q[24] & 0x0F) << 8 | q[25]}" if tagged else "untagged"
-                self._step("mirror", br, p, f"mirror {m.name}: copy to {p.name} ({form})", depth)
+                    why = f"no port is up and carries output VLAN {m.out_vlan}"
+                self._step("mirror", br, None, f"mirror {m.name}: no copy ({why})", depth)
+            for _, p, copy_vlan, tagged, _ in copies:
+                self._step("mirror", br, p, f"mirror {m.name}: copy to {p.name}", depth)
+                q = mirror.reform(pkt, has_tag, vid, copy_vlan, tagged)
+                self._output(br, p, q, copy_vlan, tagged, has_tag, vid, depth)
 
     # -- one output (Datapath.output) -------------------------------------------
     def _output(self, br: Bridge, out: Port, q, vlan: int, tagged: bool, has_tag: bool,
