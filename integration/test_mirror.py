@@ -2,7 +2,8 @@
 once and whole, for each selection kind, across patch ports, to an output VLAN; what the
 output port receives is dropped; mirrors survive a restart.
 
-Every host pings with a permanent ARP entry, so the only frames are the ICMP ones
+Tunnel ports are exercised with test_tunnel's hosts (ovslite and the kernel's vxlan).
+Every host of the other tests pings with a permanent ARP entry, so the only frames are the ICMP ones
 counted; a mirror output is a system port whose host (`mon`) only listens.
 """
 
@@ -16,6 +17,7 @@ import pytest
 
 from .daemon import Daemon
 from .netns import Host, Network, wait_for, why_unusable
+from .test_tunnel import kernel_vxlan, start_ovslite, two_hosts
 from .test_vlan import set_port, tcpdump
 
 pytestmark = [
@@ -191,3 +193,31 @@ def test_gso_frames_are_copied_whole(daemon, net):
     assert copied == original > 1_000_000, (copied, original)
     m = mirror_stats(daemon, br, "m")
     assert m["dropped"] == 0 and m["packets"] > 0, m
+
+
+def test_tunnel_ports_can_be_selected_and_be_outputs(net, make_daemon):
+    """Host a runs ovslite (bridge br-tun: container port, vxlan t0 to host b, and a
+    monitoring veth mona whose other end monb stays in a's namespace); host b runs the
+    kernel's vxlan in a Linux bridge (test_tunnel's set-up)."""
+    a, b = two_hosts(net)
+    kernel_vxlan(b, a)
+    d = start_ovslite(make_daemon, a, "vxlan", b, "key=100")
+    a.h("ip", "link", "add", "mona", "type", "veth", "peer", "name", "monb")
+    for dev in ("mona", "monb"):
+        a.h("ip", "link", "set", dev, "up")
+    d.ctl("add-port", "br-tun", "mona")
+    # the tunnel port selected: what arrives through it is copied to mona
+    d.ctl("add-mirror", "br-tun", "in", "--select-src-port", "t0", "--output-port", "mona")
+    cap = tcpdump(net, "monb", f"icmp and src host {b.container_ip}", ns=a.ns, count=3,
+                  timeout=20)
+    assert a.ping(b).returncode == 0
+    code, out = cap.result()
+    assert code == 0 and out.count("echo reply") == 3, out
+    # the tunnel port as output: copies of what the container sends cross to host b
+    d.ctl("del-mirror", "br-tun", "in")
+    d.ctl("add-mirror", "br-tun", "out", "--select-src-port", a.cport, "--output-port", "t0")
+    cap = tcpdump(net, "vxk", f"icmp and src host {a.container_ip}", ns=b.ns, count=3,
+                  timeout=20)
+    a.ping(b)  # no reply: t0 now carries copies only
+    code, out = cap.result()
+    assert code == 0 and out.count("echo request") == 3, out
