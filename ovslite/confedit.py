@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import errno
 
-from . import confcheck, mirror, portconfig
+from . import confcheck, mirrorconf, portconfig
 from .db import clone
 from .names import check_ifname
 from .vnet import parse_mac
@@ -127,7 +127,7 @@ def del_port(desired: dict, port: str, bridge: str | None = None,
     if "static-macs" in config:
         config["static-macs"] = [e for e in config["static-macs"] if e["port"] != port]
     if "mirrors" in new["bridges"][owner]:
-        new["bridges"][owner]["mirrors"] = mirror.without_port(new["bridges"][owner]["mirrors"], port)
+        new["bridges"][owner]["mirrors"] = mirrorconf.without_port(new["bridges"][owner]["mirrors"], port)
     return new
 
 
@@ -209,12 +209,12 @@ def fdb_del(desired: dict, bridge: str, mac: bytes, vlan: int | None) -> dict | 
 
 
 def add_mirror(desired: dict, bridge: str, name: str, conf: dict) -> dict:
-    """A new mirror, as add-mirror gives it (ovslite.mirror.check with new=True)."""
+    """A new mirror, as add-mirror gives it (ovslite.mirrorconf.check with new=True)."""
     br = _bridge(desired, bridge)
-    checked(mirror.check_name, name)
+    checked(mirrorconf.check_name, name)
     if name in br.get("mirrors", {}):
         raise SwitchError(errno.EEXIST, f"mirror {name} already exists on bridge {bridge}")
-    checked(mirror.check, name, conf, br["ports"], True)
+    checked(mirrorconf.check, name, conf, br["ports"], True)
     new = clone(desired)
     new["bridges"][bridge].setdefault("mirrors", {})[name] = dict(conf)
     return new

@@ -17,7 +17,7 @@ import json
 
 import click
 
-from ovslite import mirror
+from ovslite import mirrorconf
 
 from .common import Ctl, check_name
 
@@ -82,9 +82,9 @@ def add_mirror(ctl: Ctl, bridge, name, select_all, src, dst, vlans, output_port,
     """
     check_name(bridge, "bridge")
     try:
-        mirror.check_name(name)
-        vlan_text = mirror.vlan_text(mirror.parse_vlans(",".join(vlans))) if vlans else None
-        out_vlan = mirror.parse_output_vlan(output_vlan) if output_vlan is not None else None
+        mirrorconf.check_name(name)
+        vlan_text = mirrorconf.vlan_text(mirrorconf.parse_vlans(",".join(vlans))) if vlans else None
+        out_vlan = mirrorconf.parse_output_vlan(output_vlan) if output_vlan is not None else None
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     src_ports = _ports(src, "--select-src-port")
@@ -109,7 +109,7 @@ def del_mirror(ctl: Ctl, bridge, name):
     """Remove mirror NAME from BRIDGE."""
     check_name(bridge, "bridge")
     try:
-        mirror.check_name(name)
+        mirrorconf.check_name(name)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     with ctl.client() as c:

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 
 import structlog
 
-from .. import __version__, mirror, portconfig
+from .. import __version__, mirrorconf, portconfig
 from ..db import BRIDGE_SETTINGS
 from ..switch import SwitchError
 from ..trace import vlan_ranges
@@ -269,11 +269,11 @@ class Handlers:
     def add_mirror(self, req: m.Request) -> None:
         v = req.values
         try:
-            mirror.check_name(v["mirror"])
+            mirrorconf.check_name(v["mirror"])
         except ValueError as exc:
             raise SwitchError(errno.EINVAL, str(exc)) from None
         try:
-            conf = mirror.conf_from_request(v)
+            conf = mirrorconf.conf_from_request(v)
         except ValueError as exc:
             raise SwitchError(errno.EINVAL, f"mirror {v['mirror']}: {exc}") from None
         self.switch.add_mirror(v["bridge"], v["mirror"], conf)
@@ -290,7 +290,7 @@ class Handlers:
     def _mirror(self, br, name: str) -> dict:
         conf = self.switch.desired["bridges"].get(br.name, {}).get("mirrors", {}).get(name, {})
         running = br.mirrors.by_name.get(name) if br.mirrors is not None else None
-        values = mirror.conf_to_values(conf)
+        values = mirrorconf.conf_to_values(conf)
         values.update(bridge=br.name, mirror=name)
         if running is not None:
             values.update(packets=running.packets, bytes=running.bytes, dropped=running.dropped,
