@@ -388,3 +388,14 @@ def test_a_down_output_port_gets_no_copies():
     assert run(br, p1, [pkt(BCAST, A)])[1] == {}
     br.set_port_state(p4, True)
     assert run(br, p1, [pkt(BCAST, A)])[1] != {}
+
+
+def test_show_works_with_a_daemon_older_than_mirrors(daemon, monkeypatch):
+    from ovslite.control import messages as m
+
+    monkeypatch.delitem(m.COMMANDS, m.Cmd.GET_MIRROR)  # the daemon refuses it: EOPNOTSUPP
+    ctl = CtlRunner(daemon)
+    ctl("add-br", "br0")
+    assert "Bridge br0" in ctl("show").output
+    # list-mirrors says so (the in-process daemon logs to this stdout: stderr only here)
+    assert ctl("list-mirrors", "br0", code=1).stderr == "ovslite-ctl: unknown command 62\n"

@@ -287,7 +287,7 @@ def show(ctl: Ctl):
     with ctl.client() as c:
         data = {"bridges": c.bridges(), "version": c.version().get("version", "")}
         tunnels = {p["name"]: p["info"] for p in c.ports() if "inner_mtu" in p["info"]}
-        for m in c.mirrors():
+        for m in mirrors.of_daemon(c):
             br = next((b for b in data["bridges"] if b["name"] == m["bridge"]), None)
             if br is not None:
                 br.setdefault("mirrors", []).append(m)

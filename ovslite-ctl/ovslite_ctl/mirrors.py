@@ -13,12 +13,14 @@ selected, the name is free) and refuses with one line.
 
 from __future__ import annotations
 
+import errno
 import json
 
 import click
 
 from ovslite import mirrorconf
 
+from .client import Client, DaemonError
 from .common import Ctl, check_name
 
 
@@ -57,6 +59,16 @@ def render_mirror(m: dict, indent: str = "") -> list[str]:
             f"{indent}    output: {output}", f"{indent}    state: {state}",
             f"{indent}    copies: packets={m['packets']}, bytes={m['bytes']}, "
             f"dropped={m['dropped']}"]
+
+
+def of_daemon(client: Client) -> list[dict]:
+    """Every mirror, for `show`: none from a daemon older than mirrors (EOPNOTSUPP)."""
+    try:
+        return client.mirrors()
+    except DaemonError as exc:
+        if exc.errno == errno.EOPNOTSUPP:
+            return []
+        raise
 
 
 @click.command("add-mirror")
