@@ -205,8 +205,18 @@ class Switch:
                 if port.settings != settings:
                     self._configure_port(port, settings)
             self._sync_statics(br, conf.get("static-macs", []))
-            mirror.configure(br, br_conf.get("mirrors", {}))
+            self._configure_mirrors(br, br_conf.get("mirrors", {}))
         self._resolve()
+
+    def _configure_mirrors(self, br: Bridge, conf: dict) -> None:
+        before = set(br.mirrors.by_name) if br.mirrors is not None else set()
+        mirror.configure(br, conf)
+        for name in sorted(before - conf.keys()):
+            log.info("mirror removed", bridge=br.name, mirror=name)
+            self._notify("mirror-removed", bridge=br.name, mirror=name)
+        for name in sorted(conf.keys() - before):
+            log.info("mirror added", bridge=br.name, mirror=name)
+            self._notify("mirror-added", bridge=br.name, mirror=name)
 
     def _configure_port(self, port: Port, settings: dict) -> None:
         mtu = settings.get("mtu")

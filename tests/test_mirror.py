@@ -399,3 +399,20 @@ def test_show_works_with_a_daemon_older_than_mirrors(daemon, monkeypatch):
     assert "Bridge br0" in ctl("show").output
     # list-mirrors says so (the in-process daemon logs to this stdout: stderr only here)
     assert ctl("list-mirrors", "br0", code=1).stderr == "ovslite-ctl: unknown command 62\n"
+
+
+def test_monitor_reports_mirrors_added_and_removed(daemon):
+    from test_monitor import Watcher, brief
+
+    with daemon.client() as c:
+        c.add_bridge("br0")
+        c.add_port("br0", "p1", TYPE)
+        w = Watcher(daemon, groups=1)  # config events only
+        c.add_mirror("br0", "m", select_all=True, output="p1")
+        c.del_port("p1")  # the mirror stays, disabled: no event for it
+        c.del_mirror("br0", "m")
+    assert brief(w.take(3)) == [("mirror-added", "br0", {"mirror": "m"}),
+                                ("port-removed", "br0", {"port": "p1"}),
+                                ("mirror-removed", "br0", {"mirror": "m"})]
+    assert w.quiet()
+    w.close()
