@@ -11,7 +11,8 @@ or entry; nothing here touches a device, a file or the running switch.
 
 Layout checked (db.py shows an example):
     bridges: {NAME: {"config": {SETTING: value, "static-macs": [ENTRY...]},
-                     "ports": {NAME: {"type": T, "options": {str: str}, "settings": {...}}}}}
+                     "ports": {NAME: {"type": T, "options": {str: str}, "settings": {...}}},
+                     "mirrors": {NAME: {...}}}}   (ovslite.mirrorconf)
 Unknown keys are refused: a misspelt key in a hand-edited file would otherwise
 be ignored without a word. Limits: a port's options are checked as far as they
 can be without the system (an `ip netns` namespace that does not exist yet
@@ -22,14 +23,14 @@ from __future__ import annotations
 
 import math
 
-from . import portconfig
+from . import mirrorconf, portconfig
 from .names import check_ifname
 from .portconfig import shown
 from .vnet import format_mac, parse_mac
 
 #: the settings set-br takes (parse_bridge_setting checks them)
 BRIDGE_SETTINGS = ("mac-aging-time", "mac-table-size", "forward-bpdu")
-BRIDGE_KEYS = frozenset({"config", "ports"})
+BRIDGE_KEYS = frozenset({"config", "ports", "mirrors"})
 PORT_KEYS = frozenset({"type", "options", "settings"})
 STATIC_KEYS = frozenset({"mac", "vlan", "port"})
 
@@ -85,6 +86,7 @@ def check_bridges(bridges) -> None:
             raise ValueError(f"bridge {br_name}: its name is a port of bridge {owner[br_name]}")
         try:
             check_bridge_config(br.get("config", {}), br["ports"])
+            mirrorconf.check_all(br.get("mirrors", {}), br["ports"])
         except ValueError as exc:
             raise ValueError(f"bridge {br_name}: {exc}") from None
 

@@ -72,7 +72,8 @@ class Port:
     __slots__ = ("name", "type", "netdev", "number", "up", "reason", "link_up", "link_reason",
                  "stats", "bridge", "settings", "mode", "tag", "trunks", "untagged_vlan",
                  "tagged_ok", "learning", "flood", "mcast_flood", "bcast_flood", "isolated",
-                 "admin_up", "storm", "max_len", "local_mac", "split_horizon", "oversize_reason")
+                 "admin_up", "storm", "max_len", "local_mac", "split_horizon", "oversize_reason",
+                 "mirror_out")
 
     def __init__(self, name: str, type: str = "system", netdev=None, number: int = 0):
         self.name = name
@@ -91,6 +92,8 @@ class Port:
         self.split_horizon = bool(getattr(netdev, "split_horizon", False))
         #: the drop reason for frames above max_len ("too-big" on a tunnel port)
         self.oversize_reason = "mtu"
+        #: a mirror's output port: copies only, nothing forwarded to or from it (ovslite.mirror)
+        self.mirror_out = False
         self.configure({})
 
     def configure(self, settings: dict) -> None:

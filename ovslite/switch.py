@@ -17,7 +17,7 @@ import errno
 
 import structlog
 
-from . import confedit, linkmon
+from . import confedit, linkmon, mirror
 from . import db as dbmod
 from .bridge import Bridge, Port
 from .confedit import SwitchError
@@ -116,6 +116,13 @@ class Switch:
         """mac-aging-time=SECONDS, mac-table-size=N, forward-bpdu=on|off ('' resets one)."""
         self._commit(confedit.set_bridge(self.desired, name, changes))
 
+    def add_mirror(self, bridge: str, name: str, conf: dict) -> None:
+        """A port mirror (ovslite.mirror); `conf` as stored, checked whole first."""
+        self._commit(confedit.add_mirror(self.desired, bridge, name, conf))
+
+    def del_mirror(self, bridge: str, name: str) -> None:
+        self._commit(confedit.del_mirror(self.desired, bridge, name))
+
     def fdb_add(self, bridge: str, mac: bytes, port: str, vlan: int | None = None) -> None:
         """A static entry: never aged, never moved by learning; kept in the database.
         Without `vlan`: in each VLAN the port carries (as `bridge fdb add`)."""
@@ -198,7 +205,18 @@ class Switch:
                 if port.settings != settings:
                     self._configure_port(port, settings)
             self._sync_statics(br, conf.get("static-macs", []))
+            self._configure_mirrors(br, br_conf.get("mirrors", {}))
         self._resolve()
+
+    def _configure_mirrors(self, br: Bridge, conf: dict) -> None:
+        before = set(br.mirrors.by_name) if br.mirrors is not None else set()
+        mirror.configure(br, conf)
+        for name in sorted(before - conf.keys()):
+            log.info("mirror removed", bridge=br.name, mirror=name)
+            self._notify("mirror-removed", bridge=br.name, mirror=name)
+        for name in sorted(conf.keys() - before):
+            log.info("mirror added", bridge=br.name, mirror=name)
+            self._notify("mirror-added", bridge=br.name, mirror=name)
 
     def _configure_port(self, port: Port, settings: dict) -> None:
         mtu = settings.get("mtu")

@@ -24,7 +24,7 @@ import click
 
 from ovslite import __version__
 
-from . import fdb, flows, monitor
+from . import fdb, flows, mirrors, monitor
 from .capture import run_capture
 from .client import DEFAULT_SOCKET, Client, ControlError
 from .common import PROG, Ctl, bridge_settings, kv, port_options, port_settings
@@ -87,6 +87,8 @@ def render_show(data: dict) -> list[str]:
             if port.get("tunnel"):
                 lines.append(f"        tunnel: {kv(port['tunnel'])}")
             lines += [f"        {k}: {v}" for k, v in port.get("settings", {}).items()]
+        for m in br.get("mirrors", []):
+            lines += mirrors.render_mirror(m, "    ")
     if data.get("version"):
         lines.append(f'ovslite_version: "{data["version"]}"')
     return lines
@@ -281,10 +283,14 @@ def list_ports(ctl: Ctl, bridge):
 @cli.command("show")
 @click.pass_obj
 def show(ctl: Ctl):
-    """Print every bridge with its ports, their type and state."""
+    """Print every bridge with its ports, their type and state, and its mirrors."""
     with ctl.client() as c:
         data = {"bridges": c.bridges(), "version": c.version().get("version", "")}
         tunnels = {p["name"]: p["info"] for p in c.ports() if "inner_mtu" in p["info"]}
+        for m in mirrors.of_daemon(c):
+            br = next((b for b in data["bridges"] if b["name"] == m["bridge"]), None)
+            if br is not None:
+                br.setdefault("mirrors", []).append(m)
     for port in (p for br in data["bridges"] for p in br["ports"] if p["name"] in tunnels):
         port["tunnel"] = tunnels[port["name"]]  # remote(s), key, inner MTU: facts, not options
     ctl.emit(data, render_show)
@@ -332,7 +338,7 @@ def version(ctl: Ctl):
                               f"ovslited {d['daemon']} (protocol {d['protocol']})"])
 
 
-for _command in (*fdb.COMMANDS, *flows.COMMANDS, monitor.monitor):
+for _command in (*fdb.COMMANDS, *flows.COMMANDS, *mirrors.COMMANDS, monitor.monitor):
     cli.add_command(_command)
 
 

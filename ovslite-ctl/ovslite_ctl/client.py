@@ -250,6 +250,35 @@ class Client:
             })
         return {"stats": stats, "flows": flows}
 
+    def add_mirror(self, bridge: str, name: str, select_all: bool = False,
+                   src: list[str] | None = None, dst: list[str] | None = None,
+                   vlans: str | None = None, output: str | None = None,
+                   output_vlan: int | None = None) -> None:
+        """A port mirror; `vlans` as '10,20-30'; exactly one of output and output_vlan."""
+        self.request(Cmd.ADD_MIRROR, {
+            "bridge": bridge, "mirror": name, "select_all": select_all,
+            "select_src_port": [{"port": p} for p in src] if src else None,
+            "select_dst_port": [{"port": p} for p in dst] if dst else None,
+            "select_vlan": vlans or None, "output": output, "output_vlan": output_vlan})
+
+    def del_mirror(self, bridge: str, name: str) -> None:
+        self.request(Cmd.DEL_MIRROR, {"bridge": bridge, "mirror": name})
+
+    def mirrors(self, bridge: str | None = None) -> list[dict]:
+        """[{'bridge', 'name', 'select_all', 'select_src_port', 'select_dst_port' (names),
+        'select_vlan' ('10,20-30' or ''), 'output_port', 'output_vlan' (None if not that
+        kind), 'packets', 'bytes', 'dropped' (copies), 'disabled' (why, or '')}]"""
+        return [{
+            "bridge": r.get("bridge", ""), "name": r.get("mirror", ""),
+            "select_all": bool(r.get("select_all")),
+            "select_src_port": [p.get("port", "") for p in r.get("select_src_port", [])],
+            "select_dst_port": [p.get("port", "") for p in r.get("select_dst_port", [])],
+            "select_vlan": r.get("select_vlan", ""), "output_port": r.get("output"),
+            "output_vlan": r.get("output_vlan"), "packets": r.get("packets", 0),
+            "bytes": r.get("bytes", 0), "dropped": r.get("dropped", 0),
+            "disabled": r.get("reason", ""),
+        } for r in self.request(Cmd.GET_MIRROR, {"bridge": bridge}, dump=True)]
+
     def monitor(self, bridge: str | None = None, groups: int | None = None):
         """Yield events as they happen, one dict each: 'time' (ns since the epoch),
         'event', and its fields. The first is 'subscribed' (events flow from then on);

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 
 import structlog
 
-from .. import __version__, portconfig
+from .. import __version__, mirrorconf, portconfig
 from ..db import BRIDGE_SETTINGS
 from ..switch import SwitchError
 from ..trace import vlan_ranges
@@ -109,6 +109,8 @@ class Handlers:
             C.DEL_PORT: self.del_port, C.GET_PORT: self.get_port, C.SET_PORT: self.set_port,
             C.GET_FDB: self.get_fdb, C.FDB_ADD: self.fdb_add, C.FDB_DEL: self.fdb_del,
             C.FDB_FLUSH: self.fdb_flush, C.FDB_STATS: self.fdb_stats, C.GET_FLOW: self.get_flow,
+            C.ADD_MIRROR: self.add_mirror, C.DEL_MIRROR: self.del_mirror,
+            C.GET_MIRROR: self.get_mirror,
         }
 
     # -- configuration ----------------------------------------------------------
@@ -262,6 +264,38 @@ class Handlers:
         settings = bridge_settings_text({"mac-aging-time": float(macs.aging),
                                          "mac-table-size": int(macs.max_entries)})
         return {"bridge": br.name, "counters": counters, "settings": settings}
+
+    # -- port mirrors (ovslite.mirror) ----------------------------------------------------
+    def add_mirror(self, req: m.Request) -> None:
+        v = req.values
+        try:
+            mirrorconf.check_name(v["mirror"])
+        except ValueError as exc:
+            raise SwitchError(errno.EINVAL, str(exc)) from None
+        try:
+            conf = mirrorconf.conf_from_request(v)
+        except ValueError as exc:
+            raise SwitchError(errno.EINVAL, f"mirror {v['mirror']}: {exc}") from None
+        self.switch.add_mirror(v["bridge"], v["mirror"], conf)
+
+    def del_mirror(self, req: m.Request) -> None:
+        self.switch.del_mirror(req.values["bridge"], req.values["mirror"])
+
+    def get_mirror(self, req: m.Request) -> Iterator[dict]:
+        """One message per mirror, by bridge and name: its configuration and counters."""
+        pairs = [(br, name) for br in self._bridges(req.values.get("bridge"))
+                 for name in sorted(self.switch.desired["bridges"][br.name].get("mirrors", {}))]
+        return (self._mirror(br, name) for br, name in pairs if self._present(br))
+
+    def _mirror(self, br, name: str) -> dict:
+        conf = self.switch.desired["bridges"].get(br.name, {}).get("mirrors", {}).get(name, {})
+        running = br.mirrors.by_name.get(name) if br.mirrors is not None else None
+        values = mirrorconf.conf_to_values(conf)
+        values.update(bridge=br.name, mirror=name)
+        if running is not None:
+            values.update(packets=running.packets, bytes=running.bytes, dropped=running.dropped,
+                          reason=running.reason or None)
+        return values
 
     # -- the datapath's flow cache --------------------------------------------------------
     def get_flow(self, req: m.Request) -> Iterator[dict]:

@@ -149,6 +149,13 @@ ATTRS = (
     ("OVSLITE_ATTR_OUTPUT", "asciiz"),      # 44 flow: the final egress port
     ("OVSLITE_ATTR_FDB_ENTRIES", "cdata"),  # 45 fdb: FDB_ENTRY records
     ("OVSLITE_ATTR_PACKED", "flag"),        # 46 GET_FDB request: reply with FDB_ENTRIES
+    ("OVSLITE_ATTR_MIRROR", "asciiz"),      # 47 mirror: its name (also OUTPUT: its output port,
+    #                                            PACKETS, BYTES, DROPPED: copies, REASON: disabled)
+    ("OVSLITE_ATTR_SELECT_ALL", "flag"),    # 48 mirror: every port's frames, in and out
+    ("OVSLITE_ATTR_SELECT_SRC_PORT", "portlist|nested"),  # 49 mirror: frames received there (PORT each)
+    ("OVSLITE_ATTR_SELECT_DST_PORT", "portlist|nested"),  # 50 mirror: frames sent there (PORT each)
+    ("OVSLITE_ATTR_SELECT_VLAN", "asciiz"),  # 51 mirror: only in these VLANs ("10,20-30")
+    ("OVSLITE_ATTR_OUTPUT_VLAN", "uint16"),  # 52 mirror: flood copies in this VLAN
 )
 _ATTR_KIND = {name: kind.split("|")[0] for name, kind in ATTRS}
 

@@ -38,6 +38,9 @@ class Cmd(enum.IntEnum):
     MONITOR = 41
     TRACE = 42
     GET_FLOW = 50
+    ADD_MIRROR = 60
+    DEL_MIRROR = 61
+    GET_MIRROR = 62
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,11 @@ COMMANDS: dict[Cmd, CommandSpec] = {
     Cmd.TRACE: CommandSpec(("bridge", "port", "dl_src", "dl_dst"), ("vlan", "dl_type", "generate"),
                            dump=True),
     Cmd.GET_FLOW: CommandSpec((), ("bridge",), dump=True),
+    Cmd.ADD_MIRROR: CommandSpec(("bridge", "mirror"), ("select_all", "select_src_port",
+                                                      "select_dst_port", "select_vlan", "output",
+                                                      "output_vlan")),
+    Cmd.DEL_MIRROR: CommandSpec(("bridge", "mirror")),
+    Cmd.GET_MIRROR: CommandSpec((), ("bridge",), dump=True),
 }
 
 
