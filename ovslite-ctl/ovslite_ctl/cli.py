@@ -105,6 +105,9 @@ def render_dump_ports(bridge: str, ports: list[dict]) -> list[str]:
         if s["drops"]:
             drops = ", ".join(f"{k}={v}" for k, v in sorted(s["drops"].items()))
             lines.append(f"{pad}drops: {drops}")
+        for r in p.get("remotes", ()):  # a tunnel port with several remotes
+            lines.append(f"{pad}remote {r['remote']}: rx pkts={r['rx_packets']}, "
+                         f"bytes={r['rx_bytes']}; tx pkts={r['tx_packets']}, bytes={r['tx_bytes']}")
     return lines
 
 
@@ -245,6 +248,7 @@ def set_port(ctl: Ctl, port, settings):
     admin=up|down            administrative state (up)
     mtu=N                    drop larger frames on output; sets the device MTU
     storm-control=N          at most N flooded frames per second in
+    split-horizon=on|off     no frames between ports that have it on (on for tunnels)
     """
     _name(port, "port")
     changes = port_settings(settings)
@@ -294,7 +298,8 @@ def show(ctl: Ctl):
 @click.argument("bridge")
 @click.pass_obj
 def dump_ports(ctl: Ctl, bridge):
-    """Print BRIDGE's per-port counters and drop reasons."""
+    """Print BRIDGE's per-port counters and drop reasons; per remote for tunnel ports
+    with several remotes (frames and inner bytes)."""
     _name(bridge, "bridge")
     with ctl.client() as c:
         ports = c.ports(bridge)

@@ -30,13 +30,17 @@ sendto each (~7 µs per datagram).
 
 A port with several remotes learns which remote each inner source MAC came
 from (a bounded table in the port, aged like the bridge's default 300 s):
-known unicast goes to that remote only, the rest to every remote.
+known unicast goes to that remote only, the rest to every remote. A MAC can
+be pinned to a remote (`fdb-add BR MAC PORT --remote IP`: the switch hands
+the port its pins, `pin`); a pin wins over what is learned. Such a port also
+counts, per remote, the frames and inner bytes received from it and handed
+to the send path for it (`remote_stats`, shown by dump-ports).
 
 Restarts: the shared receive socket is handed over (handover_fds), so what
 arrives meanwhile waits in it; send sockets are made afresh.
 
-Limits (next steps): the learned remotes are not shown by fdb-show and
-cannot be pinned with fdb-add; no UDP_GRO reads.
+Limits (next steps): no UDP_GRO reads; per-remote tx counts frames handed
+to the send path (a send that fails is counted on the port as tx-failed).
 """
 
 from __future__ import annotations
@@ -137,6 +141,10 @@ class TunnelNetdev(Netdev):
         self.destination_of: dict[str, list[tuple]] = {}
         #: ports with several remotes: inner source MAC -> (remote, when learned)
         self.remote_macs: dict[bytes, tuple[str, float]] = {}
+        #: ports with several remotes: inner MAC -> remote, from fdb-add --remote
+        self.pinned: dict[bytes, str] = {}
+        #: ports with several remotes: remote -> [rx frames, rx bytes, tx frames, tx bytes]
+        self.remote_counts: dict[str, list[int]] = {}
         #: the bridge Port, from resolve(); received frames are delivered as its
         self.port = None
         self.rx_drops: dict[str, int] = {}
@@ -170,6 +178,7 @@ class TunnelNetdev(Netdev):
         self.remotes = [str(r) for r in tunnel.remote_ips]
         self.destinations = [(r, tunnel.dst_port or 0) for r in self.remotes]
         self.destination_of = {d[0]: [d] for d in self.destinations}
+        self.remote_counts = {r: [0, 0, 0, 0] for r in self.remotes} if len(self.remotes) > 1 else {}
         self.header = self.make_header(tunnel)
         self.udp_segment = self.type != "gre" and tunnel.csum
         self.endpoint = endpoints.acquire(self.type, family, tunnel.dst_port, inherited)
@@ -267,6 +276,10 @@ class TunnelNetdev(Netdev):
     def learn(self, frame, remote: str, now: float) -> None:
         """A frame from `remote` (a port with several remotes): its source MAC is
         behind that remote. Bounded: the least recently learned entry goes first."""
+        counts = self.remote_counts.get(remote)
+        if counts is not None:
+            counts[0] += 1
+            counts[1] += len(frame)
         macs = self.remote_macs
         src = bytes(frame[6:12])
         macs.pop(src, None)
@@ -274,14 +287,41 @@ class TunnelNetdev(Netdev):
         if len(macs) > MAX_REMOTE_MACS:
             del macs[next(iter(macs))]
 
-    def _destinations_for(self, packet, now: float) -> list[tuple]:
-        """Known unicast to the one remote its MAC was learned behind, else all."""
-        if packet[VNET_HDR_LEN] & 1:  # group address: head-end replication
-            return self.destinations
-        entry = self.remote_macs.get(bytes(packet[VNET_HDR_LEN:VNET_HDR_LEN + 6]))
+    def remote_of(self, mac: bytes, now: float) -> str | None:
+        """The remote known unicast to `mac` goes to: pinned, else learned and not
+        aged; None: every remote (or a port with one remote)."""
+        remote = self.pinned.get(mac)
+        if remote is not None:
+            return remote
+        entry = self.remote_macs.get(mac)
         if entry is None or now - entry[1] > REMOTE_MAC_AGING:
-            return self.destinations
-        return self.destination_of[entry[0]]
+            return None
+        return entry[0]
+
+    def pin(self, pins: dict[bytes, str]) -> None:
+        """The MACs fdb-add pinned to a remote of this port (replaces the previous ones)."""
+        self.pinned = {mac: remote for mac, remote in pins.items() if remote in self.destination_of}
+
+    def _destinations_for(self, packet, now: float, count: bool = True) -> list[tuple]:
+        """Known unicast to the one remote its MAC is behind, else all; counted
+        per remote unless `count` is off (trace)."""
+        destinations = self.destinations
+        if not packet[VNET_HDR_LEN] & 1:  # a group address: head-end replication
+            remote = self.remote_of(bytes(packet[VNET_HDR_LEN:VNET_HDR_LEN + 6]), now)
+            if remote is not None:
+                destinations = self.destination_of[remote]
+        if count and self.remote_counts:
+            size = len(packet) - VNET_HDR_LEN
+            for remote, _ in destinations:
+                counts = self.remote_counts[remote]
+                counts[2] += 1
+                counts[3] += size
+        return destinations
+
+    def remote_stats(self) -> dict[str, dict[str, int]]:
+        """Per remote of a port with several: rx/tx packets and (inner) bytes."""
+        names = ("rx_packets", "rx_bytes", "tx_packets", "tx_bytes")
+        return {r: dict(zip(names, c, strict=True)) for r, c in self.remote_counts.items()}
 
     def send_batch(self, packets: list) -> int:
         socks = self.send_socks
@@ -322,7 +362,7 @@ class TunnelNetdev(Netdev):
             return "not open"
         destinations = self.destinations
         if len(destinations) > 1:
-            destinations = self._destinations_for(packet, time.monotonic())
+            destinations = self._destinations_for(packet, time.monotonic(), count=False)
         where = ", ".join(f"{ip}:{port}" if port else ip for ip, port in destinations)
         if self.type == "gre":
             key = f"key {tunnel.key}" if tunnel.key_present else "no key"

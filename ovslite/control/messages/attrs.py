@@ -149,6 +149,10 @@ ATTRS = (
     ("OVSLITE_ATTR_OUTPUT", "asciiz"),      # 44 flow: the final egress port
     ("OVSLITE_ATTR_FDB_ENTRIES", "cdata"),  # 45 fdb: FDB_ENTRY records
     ("OVSLITE_ATTR_PACKED", "flag"),        # 46 GET_FDB request: reply with FDB_ENTRIES
+    ("OVSLITE_ATTR_REMOTE", "asciiz"),      # 47 a tunnel remote's address (fdb, dump-ports)
+    ("OVSLITE_ATTR_REMOTES", "portlist|nested"),  # 48 GET_PORT: per remote, REMOTE and STATS
+    ("OVSLITE_ATTR_FDB_REMOTES", "cdata"),  # 49 fdb: FDB_REMOTE records beside FDB_ENTRIES
+    ("OVSLITE_ATTR_OUTER", "flag"),         # 50 capture: a tunnel's encapsulated packets
 )
 _ATTR_KIND = {name: kind.split("|")[0] for name, kind in ATTRS}
 
