@@ -312,18 +312,21 @@ def dump_ports(ctl: Ctl, bridge):
 @click.option("-c", "count", type=click.IntRange(min=1), help="stop after COUNT frames")
 @click.option("--direction", type=click.Choice(["in", "out", "both"]), default="both",
               show_default=True, help="frames the port receives, sends, or both")
+@click.option("--outer", is_flag=True,
+              help="tunnel port: its encapsulated packets as on the underlay (outer IP/UDP or IP/GRE)")
 @click.pass_obj
-def capture(ctl: Ctl, port, write, count, direction):
+def capture(ctl: Ctl, port, write, count, direction, outer):
     """Capture the frames PORT receives and sends (any port type, patch too).
 
     \b
     ovslite-ctl capture patch-a                  one line per frame
     ovslite-ctl capture patch-a -w - | tcpdump -nr -
+    ovslite-ctl capture vx0 --outer -w - | tcpdump -nr -    the tunnel's packets
     """
     _name(port, "port")
     client = Client(ctl.socket, None)  # a capture waits for frames as long as it takes
     with client:
-        run_capture(client, port, write, count, direction)
+        run_capture(client, port, write, count, direction, outer)
 
 
 @cli.command("version")
