@@ -192,9 +192,12 @@ def ipv6_underlay(a: SimHost, b: SimHost) -> dict:
     return addresses
 
 
-@pytest.mark.parametrize(("port_type", "inner_mtu"), [("geneve", 1430), ("gre", 1438)])
+@pytest.mark.parametrize(("port_type", "inner_mtu", "options"), [
+    ("geneve", 1430, ()), ("gre", 1438, ()),
+    ("geneve", 1430, ("csum=false",)),  # zero UDP checksums sent, and taken (RFC 6935)
+], ids=["geneve", "gre", "geneve-zero-udp-csum"])
 def test_geneve_and_gre_over_an_ipv6_underlay_between_ovslite_hosts(net, make_daemon, port_type,
-                                                                     inner_mtu):
+                                                                     inner_mtu, options):
     """Over IPv6 the outer header is 40 bytes: geneve 1500 - 40 - 16 - 14, gre with a
     key 1500 - 40 - 8 - 14. A raw IPv6 GRE socket hands over no outer header (unlike
     IPv4), which the receive side already expects."""
@@ -206,10 +209,48 @@ def test_geneve_and_gre_over_an_ipv6_underlay_between_ovslite_hosts(net, make_da
         d.ctl("add-br", "br-tun")
         d.ctl("add-port", "br-tun", host.cport)
         d.ctl("add-port", "br-tun", "t0", "--type", port_type, "-o",
-              f"remote_ip={addresses[other]}", "-o", "key=100")
+              f"remote_ip={addresses[other]}", "-o", "key=100",
+              *(x for o in options for x in ("-o", o)))
     assert f"inner_mtu={inner_mtu}" in daemons[a].ctl("show").stdout
     for host in (a, b):
         host.c("ip", "link", "set", "eth0", "mtu", str(inner_mtu))
     assert a.ping(b).returncode == 0
     assert b.ping(a).returncode == 0
     assert tcp_bytes(a, b) > 1_000_000
+
+
+@pytest.mark.parametrize("port_type", ["vxlan", "geneve", "gre"])
+def test_ipv6_underlay_with_open_vswitch_userspace(net, make_daemon, tmp_path, port_type):
+    """ovslite <-> Open vSwitch 3.1 userspace over IPv6, OVS in its br-phy layout."""
+    import shutil
+
+    from .test_tunnel_ovs import PrivateOvs
+    if not shutil.which("ovs-vswitchd"):
+        pytest.skip("Open vSwitch is not installed (integration/bench/sw_ovs.py installs it)")
+    a, b = two_hosts(net)
+    addresses = ipv6_underlay(a, b)
+    rundir = tmp_path / "ovs"
+    rundir.mkdir()
+    ovs = PrivateOvs(b, rundir)
+    try:
+        ovs.tunnel_layout(port_type, addresses[a])
+        b.h("sysctl", "-q", "-w", "net.ipv6.conf.br-phy.disable_ipv6=0")
+        b.h("ip", "addr", "add", f"{addresses[b]}/64", "dev", "br-phy", "nodad")
+        for dev in ("br-phy", "br-int"):
+            b.h("ip", "link", "set", dev, "up")
+        d = make_daemon("ovslited-a", netns=a.ns)
+        d.ctl("add-br", "br-tun")
+        d.ctl("add-port", "br-tun", a.cport)
+        # csum=false: OVS 3.1 userspace drops UDP packets whose checksum arrives
+        # unfinished over a veth (what a local socket's checksum is), as over IPv4
+        csum = [] if port_type == "gre" else ["-o", "csum=false"]
+        d.ctl("add-port", "br-tun", "t0", "--type", port_type, "-o",
+              f"remote_ip={addresses[b]}", "-o", "key=100", *csum)
+        for host in (a, b):
+            host.c("ip", "link", "set", "eth0", "mtu", "1400")
+        ovs.first_ping(a, addresses[a], "fd00:50::/64 dev br-phy",
+                       lambda: d.ctl("dump-ports", "br-tun").stdout)
+        assert a.ping(b).returncode == 0
+        assert b.ping(a).returncode == 0
+    finally:
+        ovs.stop()

@@ -16,7 +16,8 @@ pool by a hash of the inner flow, so flows get distinct outer source ports
 (underlay ECMP/RSS) while one flow keeps its port. Non-GSO frames above the
 inner MTU never get here: `resolve` sets the Port's max_len so the datapath
 drops them as `too-big`. Outer UDP checksum as OVS defaults it (zero over IPv4
-unless csum=true: SO_NO_CHECK).
+unless csum=true: SO_NO_CHECK; over IPv6 on unless csum=false: UDP_NO_CHECK6_TX,
+as RFC 6935 allows tunnels).
 
 State: up while every remote has a route (checked at open, on every
 configuration change and on route/address events: Switch.routes_changed),
@@ -67,6 +68,7 @@ SEND_SOCKETS = 4
 MAX_REMOTE_MACS = 8192
 REMOTE_MAC_AGING = 300.0
 SO_NO_CHECK = 11
+UDP_NO_CHECK6_TX = 101
 UDP_SEGMENT = 103
 UDP_MAX_SEGMENTS = 64  # the kernel's limit is 128 here; older kernels have 64
 UDP_MAX_PAYLOAD = 65507
@@ -214,6 +216,8 @@ class TunnelNetdev(Netdev):
                     sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, tunnel.ttl)
                     if tunnel.tos is not None:
                         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, tunnel.tos)
+                    if self.type != "gre" and not tunnel.csum:  # csum=false: zero, RFC 6935
+                        sock.setsockopt(socket.SOL_UDP, UDP_NO_CHECK6_TX, 1)
                 sock.setblocking(False)
                 endpoints.grow_buffers(sock)
         except OSError as exc:
