@@ -145,6 +145,12 @@ def test_capture_outer_writes_what_tcpdump_sees_on_the_underlay(net, make_daemon
         else:
             assert packet[GRE].key == 100 and packet[GRE].proto == 0x6558
         assert ICMP in packet  # the inner frame, inside the outer headers
+    # one line per packet without -w; --direction as for inner captures
+    net.popen(["ip", "netns", "exec", a.cns, "ping", "-n", "-q", "-i", "0.2", "-w", "20",
+               b.container_ip])
+    lines = d.ctl("capture", "t0", "--outer", "--direction", "out", "-c", "2").stdout.splitlines()
+    outer = f"{b.underlay_ip}.4789: UDP" if port_type == "vxlan" else f"{b.underlay_ip}: proto 47"
+    assert len(lines) == 2 and all(" t0 out " in x and outer in x for x in lines), lines
 
 
 def test_capture_outer_on_a_port_that_is_no_tunnel_is_one_line(net, make_daemon):
