@@ -18,6 +18,7 @@ from ovslite.db import ConfigDB, DatabaseError
 from ovslite.netdev.vxlan import VxlanNetdev
 from ovslite.tunnel.endpoint import Endpoint
 from ovslite.tunnel.options import parse_options
+from ovslite.tunnel.remotes import RemoteMap
 from ovslite.vnet import ZERO_HDR, parse_mac
 
 B, C = "192.168.50.2", "192.168.50.3"
@@ -46,7 +47,7 @@ class SocketlessVxlan(VxlanNetdev):
         self.remotes = [str(r) for r in tunnel.remote_ips]
         self.destinations = [(r, 4789) for r in self.remotes]
         self.destination_of = {d[0]: [d] for d in self.destinations}
-        self.remote_counts = {r: [0, 0, 0, 0] for r in self.remotes} if len(self.remotes) > 1 else {}
+        self.remote_map = RemoteMap(self.remotes) if len(self.remotes) > 1 else None
         self.header = self.make_header(tunnel)
         self.endpoint = Endpoint("vxlan", socket.AF_INET, 4789, sock=FakeSocket())
         self.endpoint.datapath = "not watched"  # the unit tests' Datapath has no loop
@@ -117,7 +118,7 @@ def test_a_pin_survives_a_restart(tun):
     tun.shutdown()
     from test_switch import reload
     again = reload(tun)
-    assert again.port("t0").netdev.pinned == {X: C}
+    assert again.port("t0").netdev.remote_map.pinned == {X: C}
     assert stored(again) == before
 
 
@@ -217,3 +218,16 @@ def test_fdb_show_and_dump_ports_print_the_remote_beside_the_port():
                          "tx_bytes": 60}]}
     assert render_dump_ports("br0", [port])[-1].strip() == (
         f"remote {B}: rx pkts=2, bytes=120; tx pkts=1, bytes=60")
+
+
+def test_remote_map_is_bounded_and_pins_never_age():
+    from ovslite.tunnel import remotes
+
+    table = RemoteMap([B, C])
+    for i in range(remotes.MAX_MACS + 5):
+        table.learn(i.to_bytes(6, "big"), B, 60, 0.0)
+    assert len(table.learned) == remotes.MAX_MACS
+    assert table.remote_of((0).to_bytes(6, "big"), 0.0) is None  # the oldest went first
+    table.pin({X: C, SRC: "192.168.50.9"})  # not a remote of the port: ignored
+    assert table.pinned == {X: C}
+    assert table.remote_of(X, 10_000.0) == C

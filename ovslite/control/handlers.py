@@ -85,10 +85,8 @@ def tunnel_remote(entry, now: float) -> str | None:
     """The remote a MAC entry's frames go to, for ports with several remotes (pinned
     or learned by the port itself: ovslite.netdev.tunnel), else None. `now` is
     time.monotonic(), the clock the tunnel ports learn with."""
-    netdev = getattr(entry.port, "netdev", None)
-    if not getattr(netdev, "remote_counts", None):
-        return None
-    return netdev.remote_of(entry.mac, now)
+    remote_of = getattr(getattr(entry.port, "netdev", None), "remote_of", None)
+    return remote_of(entry.mac, now) if remote_of is not None else None
 
 
 #: the last 4 bytes of a flow key (ovslite.flows): EtherType and 2 more, or TPID and TCI

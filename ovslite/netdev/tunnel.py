@@ -30,12 +30,11 @@ checksum is on (csum=true: the kernel refuses UDP GSO without it), else one
 sendto each (~7 µs per datagram).
 
 A port with several remotes learns which remote each inner source MAC came
-from (a bounded table in the port, aged like the bridge's default 300 s):
+from (ovslite.tunnel.remotes: bounded, aged like the bridge's default 300 s):
 known unicast goes to that remote only, the rest to every remote. A MAC can
 be pinned to a remote (`fdb-add BR MAC PORT --remote IP`: the switch hands
 the port its pins, `pin`); a pin wins over what is learned. Such a port also
-counts, per remote, the frames and inner bytes received from it and handed
-to the send path for it (`remote_stats`, shown by dump-ports).
+counts frames and inner bytes per remote (`remote_stats`, shown by dump-ports).
 
 Restarts: the shared receive socket is handed over (handover_fds), so what
 arrives meanwhile waits in it; send sockets are made afresh.
@@ -58,15 +57,13 @@ from .. import rtnl
 from ..tunnel import endpoint as endpoints
 from ..tunnel.headers import flow_key
 from ..tunnel.options import KNOWN_OPTIONS, TunnelOptions, parse_options
+from ..tunnel.remotes import RemoteMap
 from ..tunnel.segment import wire_frames
 from ..vnet import ETH_HLEN, VNET_HDR_LEN
 from .base import LinkStatus, Netdev, NetdevError
 
 #: UDP send sockets per port: distinct outer source ports for distinct flows
 SEND_SOCKETS = 4
-#: inner MACs a multi-remote port remembers, and for how long (the bridge's default aging)
-MAX_REMOTE_MACS = 8192
-REMOTE_MAC_AGING = 300.0
 SO_NO_CHECK = 11
 UDP_NO_CHECK6_TX = 101
 UDP_SEGMENT = 103
@@ -141,12 +138,8 @@ class TunnelNetdev(Netdev):
         self.remotes: list[str] = []
         self.destinations: list[tuple] = []
         self.destination_of: dict[str, list[tuple]] = {}
-        #: ports with several remotes: inner source MAC -> (remote, when learned)
-        self.remote_macs: dict[bytes, tuple[str, float]] = {}
-        #: ports with several remotes: inner MAC -> remote, from fdb-add --remote
-        self.pinned: dict[bytes, str] = {}
-        #: ports with several remotes: remote -> [rx frames, rx bytes, tx frames, tx bytes]
-        self.remote_counts: dict[str, list[int]] = {}
+        #: ports with several remotes: which remote each inner MAC is behind, counters
+        self.remote_map: RemoteMap | None = None
         #: the bridge Port, from resolve(); received frames are delivered as its
         self.port = None
         self.rx_drops: dict[str, int] = {}
@@ -180,7 +173,7 @@ class TunnelNetdev(Netdev):
         self.remotes = [str(r) for r in tunnel.remote_ips]
         self.destinations = [(r, tunnel.dst_port or 0) for r in self.remotes]
         self.destination_of = {d[0]: [d] for d in self.destinations}
-        self.remote_counts = {r: [0, 0, 0, 0] for r in self.remotes} if len(self.remotes) > 1 else {}
+        self.remote_map = RemoteMap(self.remotes) if len(self.remotes) > 1 else None
         self.header = self.make_header(tunnel)
         self.udp_segment = self.type != "gre" and tunnel.csum
         self.endpoint = endpoints.acquire(self.type, family, tunnel.dst_port, inherited)
@@ -279,53 +272,38 @@ class TunnelNetdev(Netdev):
 
     def learn(self, frame, remote: str, now: float) -> None:
         """A frame from `remote` (a port with several remotes): its source MAC is
-        behind that remote. Bounded: the least recently learned entry goes first."""
-        counts = self.remote_counts.get(remote)
-        if counts is not None:
-            counts[0] += 1
-            counts[1] += len(frame)
-        macs = self.remote_macs
-        src = bytes(frame[6:12])
-        macs.pop(src, None)
-        macs[src] = (remote, now)
-        if len(macs) > MAX_REMOTE_MACS:
-            del macs[next(iter(macs))]
+        behind that remote (ovslite.tunnel.remotes)."""
+        if self.remote_map is not None:
+            self.remote_map.learn(bytes(frame[6:12]), remote, len(frame), now)
 
     def remote_of(self, mac: bytes, now: float) -> str | None:
-        """The remote known unicast to `mac` goes to: pinned, else learned and not
-        aged; None: every remote (or a port with one remote)."""
-        remote = self.pinned.get(mac)
-        if remote is not None:
-            return remote
-        entry = self.remote_macs.get(mac)
-        if entry is None or now - entry[1] > REMOTE_MAC_AGING:
-            return None
-        return entry[0]
+        """The remote known unicast to `mac` goes to (pinned or learned); None:
+        every remote, or a port with one remote."""
+        return self.remote_map.remote_of(mac, now) if self.remote_map is not None else None
 
     def pin(self, pins: dict[bytes, str]) -> None:
         """The MACs fdb-add pinned to a remote of this port (replaces the previous ones)."""
-        self.pinned = {mac: remote for mac, remote in pins.items() if remote in self.destination_of}
+        if self.remote_map is not None:
+            self.remote_map.pin(pins)
 
     def _destinations_for(self, packet, now: float, count: bool = True) -> list[tuple]:
         """Known unicast to the one remote its MAC is behind, else all; counted
         per remote unless `count` is off (trace)."""
         destinations = self.destinations
+        remotes = self.remote_map
+        if remotes is None:
+            return destinations
         if not packet[VNET_HDR_LEN] & 1:  # a group address: head-end replication
-            remote = self.remote_of(bytes(packet[VNET_HDR_LEN:VNET_HDR_LEN + 6]), now)
+            remote = remotes.remote_of(bytes(packet[VNET_HDR_LEN:VNET_HDR_LEN + 6]), now)
             if remote is not None:
                 destinations = self.destination_of[remote]
-        if count and self.remote_counts:
-            size = len(packet) - VNET_HDR_LEN
-            for remote, _ in destinations:
-                counts = self.remote_counts[remote]
-                counts[2] += 1
-                counts[3] += size
+        if count:
+            remotes.sent(destinations, len(packet) - VNET_HDR_LEN)
         return destinations
 
     def remote_stats(self) -> dict[str, dict[str, int]]:
         """Per remote of a port with several: rx/tx packets and (inner) bytes."""
-        names = ("rx_packets", "rx_bytes", "tx_packets", "tx_bytes")
-        return {r: dict(zip(names, c, strict=True)) for r, c in self.remote_counts.items()}
+        return self.remote_map.stats() if self.remote_map is not None else {}
 
     def send_batch(self, packets: list) -> int:
         socks = self.send_socks
