@@ -153,13 +153,18 @@ def test_capture_outer_writes_what_tcpdump_sees_on_the_underlay(net, make_daemon
     assert len(lines) == 2 and all(" t0 out " in x and outer in x for x in lines), lines
 
 
-def test_capture_outer_on_a_port_that_is_no_tunnel_is_one_line(net, make_daemon):
+def test_capture_outer_refusals_are_one_line(net, make_daemon):
     a, b = two_hosts(net)
     d = start_ovslite(make_daemon, a, "vxlan", b, "key=100")
     proc = d.ctl("capture", a.cport, "--outer", "-c", "1", check=False)
     assert proc.returncode == 1
     assert proc.stderr.strip() == (f"ovslite-ctl: --outer: port {a.cport} is not a tunnel port "
                                    "(vxlan, geneve, gre)")
+    d.ctl("add-port", "br-tun", "t9", "--type", "gre", "-o", "remote_ip=192.168.60.9")
+    proc = d.ctl("capture", "t9", "--outer", "-c", "1", check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == ("ovslite-ctl: --outer: no route to 192.168.60.9: "
+                                   "no underlay to capture on")
 
 
 def t0_up(d) -> bool:
