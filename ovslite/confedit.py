@@ -173,15 +173,20 @@ def set_bridge(desired: dict, bridge: str, changes: dict) -> dict:
     return new
 
 
-def fdb_add(desired: dict, bridge: str, mac: bytes, port: str, vlan: int | None) -> dict:
+def fdb_add(desired: dict, bridge: str, mac: bytes, port: str, vlan: int | None,
+            remote: str | None = None) -> dict:
     """Like `bridge fdb add`: without `vlan`, one entry in each VLAN the port carries
-    (portconfig.static_vlans); a VLAN the port does not carry is refused."""
+    (portconfig.static_vlans); a VLAN the port does not carry is refused. `remote`
+    pins MAC to one remote of a tunnel port (as `bridge fdb add MAC dev vxlan0 dst IP`)."""
     _bridge(desired, bridge)
     name(port, "port")
     if port_owner(desired, port) != bridge:
         raise SwitchError(errno.ENOENT, f"no port named {port} on bridge {bridge}")
     text = checked(confcheck.check_static_mac, mac)
-    settings = desired["bridges"][bridge]["ports"][port].get("settings", {})
+    port_conf = desired["bridges"][bridge]["ports"][port]
+    if remote is not None:
+        remote = checked(confcheck.check_static_remote, port, port_conf, remote)
+    settings = port_conf.get("settings", {})
     if vlan is None:
         vlans = portconfig.static_vlans(settings)
     elif portconfig.carries(settings, vlan):
@@ -192,7 +197,8 @@ def fdb_add(desired: dict, bridge: str, mac: bytes, port: str, vlan: int | None)
     config = new["bridges"][bridge].setdefault("config", {})
     statics = [e for e in config.get("static-macs", [])
                if not (e["mac"] == text and e["vlan"] in vlans)]
-    statics += [{"mac": text, "vlan": v, "port": port} for v in vlans]
+    extra = {} if remote is None else {"remote": remote}
+    statics += [{"mac": text, "vlan": v, "port": port, **extra} for v in vlans]
     config["static-macs"] = statics
     return new
 

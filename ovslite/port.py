@@ -88,8 +88,6 @@ class Port:
         self.bridge: Bridge | None = None
         #: the MAC of the host's own interface behind this port (an internal port), or None
         self.local_mac: bytes | None = None
-        #: a tunnel port: frames received on one never leave by another (bridge.Reach)
-        self.split_horizon = bool(getattr(netdev, "split_horizon", False))
         #: the drop reason for frames above max_len ("too-big" on a tunnel port)
         self.oversize_reason = "mtu"
         #: a mirror's output port: copies only, nothing forwarded to or from it (ovslite.mirror)
@@ -117,6 +115,9 @@ class Port:
         self.bcast_flood = s.get("bcast-flood", True)
         self.isolated = s.get("isolated", False)
         self.admin_up = s.get("admin", "up") == "up"
+        # In the split-horizon group (bridge.Reach): a frame received on one of its
+        # ports never leaves by another. Tunnel ports by default (netdev.split_horizon).
+        self.split_horizon = s.get("split-horizon", bool(getattr(self.netdev, "split_horizon", False)))
         rate = s.get("storm-control")
         self.storm = TokenBucket(rate) if rate else None
         mtu = s.get("mtu")

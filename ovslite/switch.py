@@ -123,10 +123,12 @@ class Switch:
     def del_mirror(self, bridge: str, name: str) -> None:
         self._commit(confedit.del_mirror(self.desired, bridge, name))
 
-    def fdb_add(self, bridge: str, mac: bytes, port: str, vlan: int | None = None) -> None:
+    def fdb_add(self, bridge: str, mac: bytes, port: str, vlan: int | None = None,
+                remote: str | None = None) -> None:
         """A static entry: never aged, never moved by learning; kept in the database.
-        Without `vlan`: in each VLAN the port carries (as `bridge fdb add`)."""
-        self._commit(confedit.fdb_add(self.desired, bridge, mac, port, vlan))
+        Without `vlan`: in each VLAN the port carries (as `bridge fdb add`). With
+        `remote` (a tunnel port's remote_ip): known unicast goes to that remote only."""
+        self._commit(confedit.fdb_add(self.desired, bridge, mac, port, vlan, remote))
 
     def fdb_del(self, bridge: str, mac: bytes, vlan: int | None = None) -> None:
         """Remove MAC's entries, static or learned: in `vlan`, or in every VLAN."""
@@ -242,6 +244,13 @@ class Switch:
             current = br.macs.entries.get((vlan, mac))
             if port is not None and not (current and current.static and current.port is port):
                 br.macs.add_static(vlan, mac, port, now)
+        pins: dict[str, dict[bytes, str]] = {}  # fdb-add --remote, per tunnel port
+        for e in wanted:
+            if "remote" in e:
+                pins.setdefault(e["port"], {})[parse_mac(e["mac"])] = e["remote"]
+        for port in br.ports.values():
+            if hasattr(port.netdev, "pin"):
+                port.netdev.pin(pins.get(port.name, {}))
 
     def _resolve(self) -> None:
         """Let ports that refer to other ports (patch peers) re-check them."""

@@ -107,6 +107,9 @@ def render_dump_ports(bridge: str, ports: list[dict]) -> list[str]:
         if s["drops"]:
             drops = ", ".join(f"{k}={v}" for k, v in sorted(s["drops"].items()))
             lines.append(f"{pad}drops: {drops}")
+        for r in p.get("remotes", ()):  # a tunnel port with several remotes
+            lines.append(f"{pad}remote {r['remote']}: rx pkts={r['rx_packets']}, "
+                         f"bytes={r['rx_bytes']}; tx pkts={r['tx_packets']}, bytes={r['tx_bytes']}")
     return lines
 
 
@@ -247,6 +250,7 @@ def set_port(ctl: Ctl, port, settings):
     admin=up|down            administrative state (up)
     mtu=N                    drop larger frames on output; sets the device MTU
     storm-control=N          at most N flooded frames per second in
+    split-horizon=on|off     no frames between ports that have it on (on for tunnels)
     """
     _name(port, "port")
     changes = port_settings(settings)
@@ -300,7 +304,8 @@ def show(ctl: Ctl):
 @click.argument("bridge")
 @click.pass_obj
 def dump_ports(ctl: Ctl, bridge):
-    """Print BRIDGE's per-port counters and drop reasons."""
+    """Print BRIDGE's per-port counters and drop reasons; per remote for tunnel ports
+    with several remotes (frames and inner bytes)."""
     _name(bridge, "bridge")
     with ctl.client() as c:
         ports = c.ports(bridge)
@@ -313,18 +318,21 @@ def dump_ports(ctl: Ctl, bridge):
 @click.option("-c", "count", type=click.IntRange(min=1), help="stop after COUNT frames")
 @click.option("--direction", type=click.Choice(["in", "out", "both"]), default="both",
               show_default=True, help="frames the port receives, sends, or both")
+@click.option("--outer", is_flag=True,
+              help="tunnel port: its encapsulated packets as on the underlay (outer IP/UDP or IP/GRE)")
 @click.pass_obj
-def capture(ctl: Ctl, port, write, count, direction):
+def capture(ctl: Ctl, port, write, count, direction, outer):
     """Capture the frames PORT receives and sends (any port type, patch too).
 
     \b
     ovslite-ctl capture patch-a                  one line per frame
     ovslite-ctl capture patch-a -w - | tcpdump -nr -
+    ovslite-ctl capture vx0 --outer -w - | tcpdump -nr -    the tunnel's packets
     """
     _name(port, "port")
     client = Client(ctl.socket, None)  # a capture waits for frames as long as it takes
     with client:
-        run_capture(client, port, write, count, direction)
+        run_capture(client, port, write, count, direction, outer)
 
 
 @cli.command("version")

@@ -156,6 +156,10 @@ ATTRS = (
     ("OVSLITE_ATTR_SELECT_DST_PORT", "portlist|nested"),  # 50 mirror: frames sent there (PORT each)
     ("OVSLITE_ATTR_SELECT_VLAN", "asciiz"),  # 51 mirror: only in these VLANs ("10,20-30")
     ("OVSLITE_ATTR_OUTPUT_VLAN", "uint16"),  # 52 mirror: flood copies in this VLAN
+    ("OVSLITE_ATTR_REMOTE", "asciiz"),      # 53 a tunnel remote's address (fdb, dump-ports)
+    ("OVSLITE_ATTR_REMOTES", "portlist|nested"),  # 54 GET_PORT: per remote, REMOTE and STATS
+    ("OVSLITE_ATTR_FDB_REMOTES", "cdata"),  # 55 fdb: FDB_REMOTE records beside FDB_ENTRIES
+    ("OVSLITE_ATTR_OUTER", "flag"),         # 56 capture: a tunnel's encapsulated packets
 )
 _ATTR_KIND = {name: kind.split("|")[0] for name, kind in ATTRS}
 
