@@ -42,6 +42,8 @@ def daemon_cmd() -> list[str]:
 
 class Ovslite:
     kind = "ovslite"
+    #: run the daemon inside this network namespace (`ip netns exec`: the same pid)
+    netns: str | None = None
 
     def __init__(self, res: Resources, workdir: str):
         self.res = res
@@ -71,8 +73,9 @@ class Ovslite:
 
     def start(self, timeout: float = 20.0) -> None:
         with open(self.log, "wb") as log:
+            inside = ["ip", "netns", "exec", self.netns] if self.netns else []
             self.proc = self.res.popen(
-                [*daemon_cmd(), "--db", self.db, "--socket", self.socket, "--log-format", "json"],
+                [*inside, *daemon_cmd(), "--db", self.db, "--socket", self.socket, "--log-format", "json"],
                 stdout=log, stderr=log)
         self.res.on_close("ovslited", self.stop)
 
