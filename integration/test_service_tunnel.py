@@ -19,6 +19,7 @@ Each test prints its figures (docs/service.md's table has them).
 
 from __future__ import annotations
 
+import json
 import sys
 
 import pytest
@@ -26,6 +27,7 @@ import pytest
 from .test_service import (  # noqa: F401  (box: the module-scoped container fixture)
     START_DB,
     UNIT,
+    VENV,
     _bridge,
     box,
     cursor,
@@ -89,8 +91,16 @@ def udp_rcvbuf_errors(c) -> int:
     return int(lines[1][lines[0].index("RcvbufErrors")])
 
 
-def check(what: str, r: dict, rcvbuf_errors: int) -> None:
-    text = report(what, r) + f"; receive buffer overflows (RcvbufErrors) {rcvbuf_errors}"
+def port_drops(c) -> dict:
+    """brt's ports' drop reasons since the running instance started (dump-ports)."""
+    doc = json.loads(c.run(f"{VENV}/bin/ovslite-ctl", "--format", "json", "dump-ports", "brt").stdout)
+    ports = doc["ports"] if isinstance(doc, dict) else doc
+    return {p["name"]: p["stats"]["drops"] for p in ports if p["stats"].get("drops")}
+
+
+def check(c, what: str, r: dict, rcvbuf_errors: int) -> None:
+    text = (report(what, r) + f"; receive buffer overflows (RcvbufErrors) {rcvbuf_errors}; "
+            f"drops since the restart {port_drops(c)}")
     print("\n" + text, file=sys.stderr)
     assert r["counter_drops"] == 0 and r["send_errors"] == 0, r
     assert r["sent"] >= 50000, r
@@ -120,7 +130,7 @@ def test_systemctl_restart_loses_no_frame_crossing_the_tunnel(tunnel_net, direct
                      sender_if=sender_if, receiver=receiver, receiver_if=receiver_if)
     wait_active(c, other_than_pid=p["MainPID"])
     assert '"reattached": 5' in journal(c, mark), journal(c, mark)[-3000:]
-    check(f"systemctl restart, frames {direction} the service through vxlan", r,
+    check(c, f"systemctl restart, frames {direction} the service through vxlan", r,
           udp_rcvbuf_errors(c) - overflows)
     crosses(c, "out-of")
 
@@ -136,6 +146,6 @@ def test_kill_9_loses_no_frame_crossing_the_tunnel(tunnel_net, direction):
                      sender_if=sender_if, receiver=receiver, receiver_if=receiver_if)
     q = wait_active(c, other_than_pid=p["MainPID"])
     assert int(q["NRestarts"]) == int(p["NRestarts"]) + 1, q
-    check(f"kill -9 (restart after RestartSec=), frames {direction} the service through vxlan", r,
+    check(c, f"kill -9 (restart after RestartSec=), frames {direction} the service through vxlan", r,
           udp_rcvbuf_errors(c) - overflows)
     crosses(c, "out-of")

@@ -71,8 +71,12 @@ def test_restart_in_place_loses_no_frame_crossing_the_tunnel(hosts, direction):
     a, b, d_a, d_b = hosts
     ca, cb = container(a), container(b)
     sender, receiver = (cb, ca) if direction == "into" else (ca, cb)
+    overflows = udp_rcvbuf_errors(a if direction == "into" else b)
     result = measure_loss(sender, receiver, lambda: restart_in_place(d_a))
+    overflows = udp_rcvbuf_errors(a if direction == "into" else b) - overflows
     text = report(f"frames {direction} the restarted host through vxlan", result)
+    text += (f"; receive buffer overflows (RcvbufErrors) {overflows}; drops: a {drops(d_a)}, "
+             f"b {drops(d_b)}")
     print("\n" + text)
     assert result["counter_drops"] == 0 and result["send_errors"] == 0, result
     assert result["sent"] >= 50000, result
