@@ -75,18 +75,28 @@ def wait_line(proc: subprocess.Popen, stream, needle: str, timeout: float = 10) 
     raise CommandError(f"{shlex.join(proc.args)}: no {needle!r} within {timeout:g}s: {seen.strip()[:300]}")
 
 
-def tunnel_counters(demo) -> dict[str, dict[str, int]]:
-    """{"h1 vx-h2": {"rx": n, "tx": n}} for every vxlan port of every host."""
+def port_stats(demo) -> dict[str, dict]:
+    """{"h1 vx-h2": that port's dump-ports counters} for every port of every host."""
     out = {}
     for host in demo.hosts:
         proc = run([str(CTL), "--socket", host.daemon.socket, "--format", "json",
                     "dump-ports", "br-tun"], timeout=20)
         doc = json.loads(proc.stdout)
         for port in doc["ports"] if isinstance(doc, dict) else doc:
-            if port["name"].startswith("vx-"):
-                stats = port["stats"]
-                out[f"{host.name} {port['name']}"] = {"rx": stats["rx_packets"], "tx": stats["tx_packets"]}
+            out[f"{host.name} {port['name']}"] = port["stats"]
     return out
+
+
+def tunnel_counters(demo) -> dict[str, dict[str, int]]:
+    """{"h1 vx-h2": {"rx": n, "tx": n}} for every vxlan port of every host."""
+    return {name: {"rx": stats["rx_packets"], "tx": stats["tx_packets"]}
+            for name, stats in port_stats(demo).items() if name.split()[1].startswith("vx-")}
+
+
+def stale_drops(demo) -> dict[str, int]:
+    """Frames each port dropped as `stale` (waited over 0.2 s behind a stall), where any."""
+    return {name: stats.get("drops", {}).get("stale", 0) for name, stats in port_stats(demo).items()
+            if stats.get("drops", {}).get("stale")}
 
 
 def broadcast(demo) -> dict:
@@ -162,6 +172,7 @@ def restart_under_traffic(demo, seconds: float) -> dict:
               f"instance, which is what `systemctl restart` does through systemd's fd store "
               f"(docs/service.md); frames arriving meanwhile wait in those sockets.")
     tag = secrets.token_hex(4)
+    stale_base = stale_drops(demo)
     counter = background(demo, h1.in_container(sys.executable, FLOW, "count", "eth0", tag),
                          shlex.join(h1.in_container("python3", FLOW, "count", "eth0", tag)))
     wait_line(counter, counter.stdout, "counting")
@@ -173,6 +184,7 @@ def restart_under_traffic(demo, seconds: float) -> dict:
                         shlex.join(h2.in_container("python3", FLOW, "send", "eth0", h1.mac, tag,
                                                    str(RATE), str(seconds))))
     time.sleep(RESTART_AT)
+    stale_before = stale_drops(demo)  # h1's counters start again at zero
     before = len(started_records(h1.daemon))
     demo.echo(f"kill -USR2 {pid}")
     t0 = time.monotonic()
@@ -194,11 +206,16 @@ def restart_under_traffic(demo, seconds: float) -> dict:
     ping_out, _ = finish(demo, pinger, timeout=seconds + 20)
     ping = ping_summary(ping_out, pings)
     flow = {**sent, **got, "lost": sent["sent"] - got["distinct"]}
+    # h2's and h3's counters run on; h1's start again at zero with the new instance
+    flow["stale"] = (sum(stale_drops(demo).values()) - sum(stale_base.values())
+                     + sum(v for k, v in stale_before.items() if k.startswith("h1 ")))
     demo.output([
         f"h1's ovslited was back (its `started` log line) {took:.2f} s after SIGUSR2, same pid {pid}, "
         f"{reattached} ports re-attached to their handed-over fds",
         f"c2 -> c1, {flow['sent'] / flow['seconds']:,.0f} frames/s across the tunnel: {flow['lost']} of "
-        f"{flow['sent']:,} lost, {flow['duplicates']} duplicated, {flow['reordered']} out of order",
+        f"{flow['sent']:,} lost, {flow['duplicates']} duplicated, {flow['reordered']} out of order"
+        + (f" ({flow['stale']} of them dropped as `stale` by a sending port: its daemon fell behind, "
+           f"the frames waited over 0.2 s; dump-ports counts them)" if flow["stale"] else ""),
         f"c1 -> c3 ping every 10 ms: {ping['sent'] - ping['received']} of {ping['sent']} lost"])
     demo.hctl(h1, "show")
     return {"method": "SIGUSR2 (restart in place, the fd hand-over of systemctl restart)",

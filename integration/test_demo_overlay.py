@@ -87,7 +87,8 @@ def test_restart_under_traffic_is_reported(quick):
     flow = r["flow"]
     assert flow["sent"] >= 30000 and flow["counter_drops"] == 0, flow
     assert f"{flow['lost']} of {flow['sent']:,} lost" in proc.stdout
-    assert flow["lost"] < LOSS_TARGET, flow
+    # stale: frames a sending port gave up on when its daemon fell behind (docs/service.md)
+    assert flow["lost"] - flow["stale"] < LOSS_TARGET, flow
     assert r["ping"]["received"] > 0, r["ping"]
     assert f"kill -USR2 {r['pid']}" in proc.stdout
 
