@@ -104,7 +104,7 @@ def test_restart_in_place_loses_no_frame_crossing_the_tunnel(hosts, direction):
     a, b, d_a, d_b = hosts
     ca, cb = container(a), container(b)
     sender, receiver = (cb, ca) if direction == "into" else (ca, cb)
-    overflows = udp_rcvbuf_errors(a if direction == "into" else b)
+    overflows, backlog = udp_rcvbuf_errors(a if direction == "into" else b), softnet_dropped()
     before: dict = {}
 
     def restart() -> float:
@@ -117,7 +117,8 @@ def test_restart_in_place_loses_no_frame_crossing_the_tunnel(hosts, direction):
     gave_up = stale(before, at_a, at_b)
     text = report(f"frames {direction} the restarted host through vxlan", result)
     text += (f"; receive buffer overflows (RcvbufErrors) {overflows}; drops: a {before} before the "
-             f"restart and {at_a} after, b {at_b}; stale {gave_up}")
+             f"restart and {at_a} after, b {at_b}; stale {gave_up}; the machine's input queues "
+             f"dropped {softnet_dropped() - backlog}")
     print("\n" + text)
     assert result["counter_drops"] == 0 and result["send_errors"] == 0, result
     assert result["sent"] >= 50000, result
