@@ -41,7 +41,7 @@ import signal
 import sys
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,7 +70,6 @@ class OverlayHost:
     cns: str
     daemon: Ovslite
     mac: str = ""
-    pings: list = field(default_factory=list)
 
     @property
     def name(self) -> str:
