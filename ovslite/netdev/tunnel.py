@@ -49,6 +49,8 @@ import time
 import zlib
 from typing import ClassVar
 
+import structlog
+
 from .. import rtnl
 from ..tunnel import endpoint as endpoints
 from ..tunnel.headers import flow_key
@@ -56,6 +58,9 @@ from ..tunnel.options import KNOWN_OPTIONS, TunnelOptions, parse_options
 from ..tunnel.segment import wire_frames
 from ..vnet import ETH_HLEN, VNET_HDR_LEN
 from .base import LinkStatus, Netdev, NetdevError
+from .kvxlan import lower_gso
+
+log = structlog.get_logger("ovslite.netdev")
 
 #: UDP send sockets per port: distinct outer source ports for distinct flows
 SEND_SOCKETS = 4
@@ -119,6 +124,8 @@ class TunnelNetdev(Netdev):
     fds_hold_device = True
     #: replaced in unit tests: remote address text -> path MTU or None
     route_lookup: ClassVar = staticmethod(route_mtu)
+    #: sends through kernel devices the port owns (kvxlan.py) where the kernel has them
+    kernel_transmit: ClassVar = None
 
     @classmethod
     def check_options(cls, name: str, options: dict) -> None:
@@ -132,6 +139,9 @@ class TunnelNetdev(Netdev):
         self.tunnel: TunnelOptions | None = None
         self.endpoint: endpoints.Endpoint | None = None
         self.send_socks: list[socket.socket] = []
+        #: remote -> its kernel transmit device (kernel_transmit), else empty: Python sends
+        self.kernel_tx: dict = {}
+        self.kernel_tx_error = ""
         self.remotes: list[str] = []
         self.destinations: list[tuple] = []
         self.destination_of: dict[str, list[tuple]] = {}
@@ -175,11 +185,34 @@ class TunnelNetdev(Netdev):
         self.endpoint = endpoints.acquire(self.type, family, tunnel.dst_port, inherited)
         try:
             self.endpoint.add(self, self.remotes, tunnel.key)
-            self.send_socks = self._open_send_sockets(tunnel, family)
+            if self.kernel_transmit is not None:
+                self._open_kernel_tx(tunnel)
+            if not self.kernel_tx:
+                self.send_socks = self._open_send_sockets(tunnel, family)
         except BaseException:
             self.close()
             raise
         self._check_routes()
+
+    def _open_kernel_tx(self, tunnel: TunnelOptions) -> None:
+        if tunnel.ipv6 and tunnel.local_ip is None:
+            self.kernel_tx_error = "an IPv6 underlay needs local_ip for a kernel device"
+            return
+        devices = {}
+        try:
+            for remote in self.remotes:
+                device = self.kernel_transmit(self.name, remote, tunnel.dst_port)
+                device.open(tunnel)
+                devices[remote] = device
+        except Exception as exc:  # noqa: BLE001 - pyroute2 and bpf() raise many kinds
+            for device in devices.values():
+                device.close()
+            self.kernel_tx_error = str(exc) or type(exc).__name__
+            log.warning("no kernel transmit device: sending from Python", port=self.name,
+                        error=self.kernel_tx_error)
+            return
+        self.kernel_tx = devices
+        self.kernel_tx_error = ""
 
     def _open_send_sockets(self, tunnel: TunnelOptions, family: int) -> list[socket.socket]:
         socks: list[socket.socket] = []
@@ -219,6 +252,9 @@ class TunnelNetdev(Netdev):
         for sock in self.send_socks:
             sock.close()
         self.send_socks = []
+        for device in self.kernel_tx.values():
+            device.close()
+        self.kernel_tx = {}
         if self.endpoint is not None:
             endpoints.release(self.endpoint, self)
             self.endpoint = None
@@ -283,7 +319,29 @@ class TunnelNetdev(Netdev):
             return self.destinations
         return self.destination_of[entry[0]]
 
+    def _send_kernel(self, packets: list) -> int:
+        """Through the kernel devices: each packet to its remote's device (all of
+        them for flood), GSO sizes lowered to the inner MTU."""
+        devices = self.kernel_tx
+        mtu = self.inner_mtu or 1500
+        if len(devices) == 1:
+            (device,) = devices.values()
+            return device.send_batch([lower_gso(p, mtu) if p[1] else p for p in packets])
+        now = time.monotonic()
+        batches: dict = {}
+        for packet in packets:
+            if packet[1]:
+                packet = lower_gso(packet, mtu)
+            for remote, _port in self._destinations_for(packet, now):
+                batches.setdefault(remote, []).append(packet)
+        sent = 0
+        for remote, batch in batches.items():
+            sent = max(sent, devices[remote].send_batch(batch))
+        return sent
+
     def send_batch(self, packets: list) -> int:
+        if self.kernel_tx:
+            return self._send_kernel(packets)
         socks = self.send_socks
         if not socks:
             return 0
@@ -330,9 +388,13 @@ class TunnelNetdev(Netdev):
         else:
             key = f"VNI {tunnel.key}"
             outer = f"IPv{6 if tunnel.ipv6 else 4} + UDP (source port by flow) + {self.type}"
+        via = ""
+        if self.kernel_tx:
+            via = ", through kernel device " + ", ".join(
+                self.kernel_tx[ip].name for ip, _port in destinations)
         return (f"{self.type} {key} to {where}: {outer}, +{tunnel.overhead - ETH_HLEN} bytes, "
                 f"ttl {tunnel.ttl}, tos {tunnel.tos}, {'DF' if tunnel.df_default else 'no DF'}, "
-                f"{'outer checksum' if tunnel.csum else 'no outer checksum'}")
+                f"{'outer checksum' if tunnel.csum else 'no outer checksum'}{via}")
 
     # -- state ---------------------------------------------------------------------
     def status(self) -> LinkStatus:
@@ -350,6 +412,11 @@ class TunnelNetdev(Netdev):
                 "inner_mtu": str(self.inner_mtu) if self.inner_mtu is not None else "unknown"}
         if tunnel.dst_port is not None:
             info["dst_port"] = str(tunnel.dst_port)
+        if self.kernel_tx:
+            info["transmit"] = "kernel " + ",".join(d.name for d in self.kernel_tx.values())
+        elif self.kernel_transmit is not None:
+            info["transmit"] = f"python ({self.kernel_tx_error})" if self.kernel_tx_error \
+                else "python"
         if tunnel.local_ip is not None:
             info["local_ip"] = str(tunnel.local_ip)
         if self.options_skipped:
