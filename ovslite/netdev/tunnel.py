@@ -35,8 +35,12 @@ known unicast goes to that remote only, the rest to every remote.
 Restarts: the shared receive socket is handed over (handover_fds), so what
 arrives meanwhile waits in it; send sockets are made afresh.
 
+A type with `kernel_transmit` (vxlan: kvxlan.py) sends every frame through a
+kernel device per remote instead of the send sockets (GSO frames whole, the
+kernel segments), if the kernel has one; else as above.
+
 Limits (next steps): the learned remotes are not shown by fdb-show and
-cannot be pinned with fdb-add; no UDP_GRO reads.
+cannot be pinned with fdb-add.
 """
 
 from __future__ import annotations
