@@ -109,3 +109,26 @@ def test_several_remotes_flood_to_each_device_and_unicast_to_the_learned_one():
     port.send_batch([frame("ff:ff:ff:ff:ff:ff", "02:00:00:00:00:01"),
                      frame("02:00:00:00:00:0b", "02:00:00:00:00:01")])
     assert len(port.kernel_tx[b].sent) == 2 and len(port.kernel_tx[c].sent) == 1
+
+
+class NoVxlanKernel(kvxlan.KernelVxlan):
+    """A kernel without CONFIG_VXLAN: `link add ... vxlan` fails."""
+    opened: list = []
+
+    def open(self, tunnel):
+        if self.remote == "192.168.50.3":
+            raise OSError(95, "Operation not supported")
+        NoVxlanKernel.opened.append(self)
+
+    def close(self):
+        NoVxlanKernel.opened.remove(self)
+
+
+def test_without_a_kernel_vxlan_the_port_sends_from_python_and_says_why():
+    tunnel = parse_options("vxlan", {"remote_ip": "192.168.50.2,192.168.50.3"})
+    devices, why = NoVxlanKernel.open_all("t0", ["192.168.50.2", "192.168.50.3"], tunnel)
+    assert devices == {} and "not supported" in why
+    assert NoVxlanKernel.opened == []  # the one opened before the failure was closed
+    v6 = parse_options("vxlan", {"remote_ip": "fd00::2"})
+    assert kvxlan.KernelVxlan.open_all("t0", ["fd00::2"], v6) == (
+        {}, "an IPv6 underlay needs local_ip for a kernel device")

@@ -193,6 +193,26 @@ class KernelVxlan(RingIO):
         self.dst_port = dst_port
         self.ifindex = 0
 
+    @classmethod
+    def open_all(cls, port: str, remotes: list[str], tunnel) -> tuple[dict, str]:
+        """({remote: open device}, "") for a port, or ({}, why not): then the
+        port sends from Python."""
+        if tunnel.ipv6 and tunnel.local_ip is None:
+            return {}, "an IPv6 underlay needs local_ip for a kernel device"
+        devices: dict = {}
+        try:
+            for remote in remotes:
+                device = cls(port, remote, tunnel.dst_port)
+                device.open(tunnel)
+                devices[remote] = device
+        except Exception as exc:  # noqa: BLE001 - pyroute2 and bpf() raise many kinds
+            for device in devices.values():
+                device.close()
+            why = str(exc) or type(exc).__name__
+            log.warning("no kernel transmit device: sending from Python", port=port, error=why)
+            return {}, why
+        return devices, ""
+
     def open(self, tunnel) -> None:
         self.ifindex = create_device(self.name, tunnel, self.remote, self.dst_port)
         try:

@@ -53,8 +53,6 @@ import time
 import zlib
 from typing import ClassVar
 
-import structlog
-
 from .. import rtnl
 from ..tunnel import endpoint as endpoints
 from ..tunnel.headers import flow_key
@@ -63,8 +61,6 @@ from ..tunnel.segment import wire_frames
 from ..vnet import ETH_HLEN, VNET_HDR_LEN
 from .base import LinkStatus, Netdev, NetdevError
 from .kvxlan import lower_gso
-
-log = structlog.get_logger("ovslite.netdev")
 
 #: UDP send sockets per port: distinct outer source ports for distinct flows
 SEND_SOCKETS = 4
@@ -190,33 +186,14 @@ class TunnelNetdev(Netdev):
         try:
             self.endpoint.add(self, self.remotes, tunnel.key)
             if self.kernel_transmit is not None:
-                self._open_kernel_tx(tunnel)
+                self.kernel_tx, self.kernel_tx_error = self.kernel_transmit.open_all(
+                    self.name, self.remotes, tunnel)
             if not self.kernel_tx:
                 self.send_socks = self._open_send_sockets(tunnel, family)
         except BaseException:
             self.close()
             raise
         self._check_routes()
-
-    def _open_kernel_tx(self, tunnel: TunnelOptions) -> None:
-        if tunnel.ipv6 and tunnel.local_ip is None:
-            self.kernel_tx_error = "an IPv6 underlay needs local_ip for a kernel device"
-            return
-        devices = {}
-        try:
-            for remote in self.remotes:
-                device = self.kernel_transmit(self.name, remote, tunnel.dst_port)
-                device.open(tunnel)
-                devices[remote] = device
-        except Exception as exc:  # noqa: BLE001 - pyroute2 and bpf() raise many kinds
-            for device in devices.values():
-                device.close()
-            self.kernel_tx_error = str(exc) or type(exc).__name__
-            log.warning("no kernel transmit device: sending from Python", port=self.name,
-                        error=self.kernel_tx_error)
-            return
-        self.kernel_tx = devices
-        self.kernel_tx_error = ""
 
     def _open_send_sockets(self, tunnel: TunnelOptions, family: int) -> list[socket.socket]:
         socks: list[socket.socket] = []
