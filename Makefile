@@ -47,7 +47,7 @@ demo: install
 	$(PY) integration/demo.py $(if $(KEEP),--keep) $(if $(QUICK),--quick)
 
 bench: install
-	$(PY) -m integration.bench $(if $(QUICK),--quick)
+	$(PY) -m integration.bench $(if $(QUICK),--quick) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -55,6 +55,7 @@ MAX_DATAGRAM = 65535
 PARSERS = {"vxlan": parse_vxlan, "geneve": parse_geneve, "gre": parse_gre}
 SO_ATTACH_FILTER = getattr(socket, "SO_ATTACH_FILTER", 26)
 SO_RCVBUFFORCE, SO_SNDBUFFORCE = 33, 32
+UDP_NO_CHECK6_RX = 102
 #: socket buffers: a local kernel sender delivers whole 64 KB GSO datagrams, and a
 #: GSO frame sent by a port is ~47 datagrams at once; the defaults (~208 KB) drop
 SOCKET_BUFFER = 8 * 1024 * 1024
@@ -190,6 +191,8 @@ class Endpoint:
         any_addr = "0.0.0.0"
         if self.family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            # take a zero UDP checksum (RFC 6935: tunnels may send one; OVS accepts them)
+            sock.setsockopt(socket.SOL_UDP, UDP_NO_CHECK6_RX, 1)
             any_addr = "::"
         try:
             sock.bind((any_addr, self.udp_port))
