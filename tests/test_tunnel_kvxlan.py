@@ -12,6 +12,7 @@ from scapy.layers.l2 import Ether
 from ovslite.netdev import kvxlan
 from ovslite.netdev.vxlan import VxlanNetdev
 from ovslite.tunnel.options import parse_options
+from ovslite.tunnel.remotes import RemoteMap
 from ovslite.vnet import VIRTIO_NET_HDR_F_NEEDS_CSUM, VNET_HDR, VNET_HDR_LEN, ZERO_HDR
 
 
@@ -85,6 +86,7 @@ def kernel_port(remotes):
     port.destinations = [(r, 4789) for r in remotes]
     port.destination_of = {r: [(r, 4789)] for r in remotes}
     port.inner_mtu = 1450
+    port.remote_map = RemoteMap(remotes) if len(remotes) > 1 else None  # as open() makes it
     port.kernel_tx = {r: FakeDevice(kvxlan.device_name("t0", r)) for r in remotes}
     return port
 
