@@ -252,7 +252,8 @@ class Endpoint:
 
     # -- receive -----------------------------------------------------------------
     def classify(self, data: bytes, remote: str):
-        """(port netdev, inner Ethernet frame), or (netdev or None, drop reason)."""
+        """(port netdev, inner Ethernet frame), or (netdev or None, drop reason).
+        The frame is a view into `data`: it is copied once, behind its vnet header."""
         offset = 0
         if self.skip_ip:
             if len(data) < 20:
@@ -268,7 +269,7 @@ class Endpoint:
             return owner, "unknown-key" if owner is not None else "unknown-remote"
         if skipped:
             netdev.options_skipped += skipped
-        return netdev, data[offset + inner:]
+        return netdev, memoryview(data)[offset + inner:]
 
     def count(self, netdev, reason: str) -> None:
         drops = self.drops if netdev is None else netdev.rx_drops
