@@ -6,7 +6,8 @@ container rx), and CPU seconds per million delivered frames of each ovslited.
 
     .venv/bin/python -m integration.bench.overlay_rate vxlan|geneve|gre [OPTION=VALUE...]
 
-Everything is removed on exit, also on failure.
+With OVL_RATE_DEBUG=1 in the environment, each daemon's `dump-ports` follows
+(where frames were dropped). Everything is removed on exit, also on failure.
 """
 
 from __future__ import annotations
