@@ -58,7 +58,7 @@ def test_port_with_two_remotes_floods_to_both_and_learns_unicast(net, make_daemo
     assert a.ping(c).returncode == 0
     assert b.ping(a).returncode == 0
     assert "tunnel: {dst_port=4789, inner_mtu=1450, key=100, " \
-           f"remote_ip={b.underlay_ip},{c.underlay_ip}}}" in d_a.ctl("show").stdout
+           f"remote_ip={b.underlay_ip},{c.underlay_ip}, transmit=kernel ovx" in d_a.ctl("show").stdout
     # a's ARP broadcast for b reached c too; now b's MAC is known behind b's address
     c_before, b_before = port_rx(d_c, "t0"), port_rx(d_b, "t0")
     assert a.ping(b, count=5).returncode == 0

@@ -6,7 +6,8 @@ import socket
 
 import pytest
 from scapy.layers.inet import IP, TCP, UDP
-from scapy.layers.l2 import Ether
+from scapy.layers.inet6 import IPv6
+from scapy.layers.l2 import ARP, Ether
 
 from ovslite import confcheck
 from ovslite.bridge import Port
@@ -335,3 +336,21 @@ def test_trace_says_why_a_tunnel_does_not_reach_another_tunnel():
     frame = ZERO_HDR + b"\xff" * 6 + bytes.fromhex("020000000001") + b"\x08\x06" + bytes(28)
     text = " | ".join(str(step) for step in tr.trace_packet(t1, frame, 0.0).steps)
     assert "split horizon: a tunnel, as is t1" in text, text
+
+
+# -- UDP_GRO reads: one read, many datagrams ---------------------------------------------
+
+def test_a_gro_read_is_cut_into_its_datagrams_by_the_segment_size():
+    from ovslite.tunnel.endpoint import split_gro
+    arp = vxlan_header(100) + bytes(Ether(dst="ff:ff:ff:ff:ff:ff") / ARP())
+    small = vxlan_header(100) + INNER
+    assert split_gro(arp * 3, len(arp), 8) == [arp] * 3
+    assert split_gro(arp * 2 + small, len(arp), 8) == [arp, arp, small]  # the last shorter
+    assert split_gro(arp, len(arp), 8) == [arp]
+
+
+@pytest.mark.parametrize("ip", [IP(), IPv6()], ids=["ipv4", "ipv6"])
+def test_a_udp_tunnel_gso_packet_is_one_datagram_whatever_the_segment_size(ip):
+    from ovslite.tunnel.endpoint import split_gro
+    whole = vxlan_header(100) + bytes(Ether() / ip / TCP() / bytes(30000))
+    assert split_gro(whole, 1398, 8) == [whole]

@@ -39,8 +39,12 @@ counts frames and inner bytes per remote (`remote_stats`, shown by dump-ports).
 Restarts: the shared receive socket is handed over (handover_fds), so what
 arrives meanwhile waits in it; send sockets are made afresh.
 
-Limits (next steps): no UDP_GRO reads; per-remote tx counts frames handed
-to the send path (a send that fails is counted on the port as tx-failed).
+A type with `kernel_transmit` (vxlan: kvxlan.py) sends every frame through a
+kernel device per remote instead of the send sockets (GSO frames whole, the
+kernel segments), if the kernel has one; else as above.
+
+Limits (next steps): per-remote tx counts frames handed to the send path (a
+send that fails is counted on the port as tx-failed).
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ from ..tunnel.remotes import RemoteMap
 from ..tunnel.segment import wire_frames
 from ..vnet import ETH_HLEN, VNET_HDR_LEN
 from .base import LinkStatus, Netdev, NetdevError
+from .kvxlan import lower_gso
 
 #: UDP send sockets per port: distinct outer source ports for distinct flows
 SEND_SOCKETS = 4
@@ -122,6 +127,8 @@ class TunnelNetdev(Netdev):
     fds_hold_device = True
     #: replaced in unit tests: remote address text -> path MTU or None
     route_lookup: ClassVar = staticmethod(route_mtu)
+    #: sends through kernel devices the port owns (kvxlan.py) where the kernel has them
+    kernel_transmit: ClassVar = None
 
     @classmethod
     def check_options(cls, name: str, options: dict) -> None:
@@ -135,6 +142,9 @@ class TunnelNetdev(Netdev):
         self.tunnel: TunnelOptions | None = None
         self.endpoint: endpoints.Endpoint | None = None
         self.send_socks: list[socket.socket] = []
+        #: remote -> its kernel transmit device (kernel_transmit), else empty: Python sends
+        self.kernel_tx: dict = {}
+        self.kernel_tx_error = ""
         self.remotes: list[str] = []
         self.destinations: list[tuple] = []
         self.destination_of: dict[str, list[tuple]] = {}
@@ -179,7 +189,11 @@ class TunnelNetdev(Netdev):
         self.endpoint = endpoints.acquire(self.type, family, tunnel.dst_port, inherited)
         try:
             self.endpoint.add(self, self.remotes, tunnel.key)
-            self.send_socks = self._open_send_sockets(tunnel, family)
+            if self.kernel_transmit is not None:
+                self.kernel_tx, self.kernel_tx_error = self.kernel_transmit.open_all(
+                    self.name, self.remotes, tunnel)
+            if not self.kernel_tx:
+                self.send_socks = self._open_send_sockets(tunnel, family)
         except BaseException:
             self.close()
             raise
@@ -225,6 +239,9 @@ class TunnelNetdev(Netdev):
         for sock in self.send_socks:
             sock.close()
         self.send_socks = []
+        for device in self.kernel_tx.values():
+            device.close()
+        self.kernel_tx = {}
         if self.endpoint is not None:
             endpoints.release(self.endpoint, self)
             self.endpoint = None
@@ -305,7 +322,29 @@ class TunnelNetdev(Netdev):
         """Per remote of a port with several: rx/tx packets and (inner) bytes."""
         return self.remote_map.stats() if self.remote_map is not None else {}
 
+    def _send_kernel(self, packets: list) -> int:
+        """Through the kernel devices: each packet to its remote's device (all of
+        them for flood), GSO sizes lowered to the inner MTU."""
+        devices = self.kernel_tx
+        mtu = self.inner_mtu or 1500
+        if len(devices) == 1:
+            (device,) = devices.values()
+            return device.send_batch([lower_gso(p, mtu) if p[1] else p for p in packets])
+        now = time.monotonic()
+        batches: dict = {}
+        for packet in packets:
+            if packet[1]:
+                packet = lower_gso(packet, mtu)
+            for remote, _port in self._destinations_for(packet, now):
+                batches.setdefault(remote, []).append(packet)
+        sent = 0
+        for remote, batch in batches.items():
+            sent = max(sent, devices[remote].send_batch(batch))
+        return sent
+
     def send_batch(self, packets: list) -> int:
+        if self.kernel_tx:
+            return self._send_kernel(packets)
         socks = self.send_socks
         if not socks:
             return 0
@@ -352,9 +391,13 @@ class TunnelNetdev(Netdev):
         else:
             key = f"VNI {tunnel.key}"
             outer = f"IPv{6 if tunnel.ipv6 else 4} + UDP (source port by flow) + {self.type}"
+        via = ""
+        if self.kernel_tx:
+            via = ", through kernel device " + ", ".join(
+                self.kernel_tx[ip].name for ip, _port in destinations)
         return (f"{self.type} {key} to {where}: {outer}, +{tunnel.overhead - ETH_HLEN} bytes, "
                 f"ttl {tunnel.ttl}, tos {tunnel.tos}, {'DF' if tunnel.df_default else 'no DF'}, "
-                f"{'outer checksum' if tunnel.csum else 'no outer checksum'}")
+                f"{'outer checksum' if tunnel.csum else 'no outer checksum'}{via}")
 
     # -- state ---------------------------------------------------------------------
     def status(self) -> LinkStatus:
@@ -372,6 +415,11 @@ class TunnelNetdev(Netdev):
                 "inner_mtu": str(self.inner_mtu) if self.inner_mtu is not None else "unknown"}
         if tunnel.dst_port is not None:
             info["dst_port"] = str(tunnel.dst_port)
+        if self.kernel_tx:
+            info["transmit"] = "kernel " + ",".join(d.name for d in self.kernel_tx.values())
+        elif self.kernel_transmit is not None:
+            info["transmit"] = f"python ({self.kernel_tx_error})" if self.kernel_tx_error \
+                else "python"
         if tunnel.local_ip is not None:
             info["local_ip"] = str(tunnel.local_ip)
         if self.options_skipped:

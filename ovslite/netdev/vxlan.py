@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from ..tunnel.headers import vxlan_header
 from . import register
+from .kvxlan import KernelVxlan
 from .tunnel import TunnelNetdev
 
 
 @register
 class VxlanNetdev(TunnelNetdev):
     type = "vxlan"
+    kernel_transmit = KernelVxlan  # frames leave through a kernel vxlan device
 
     def make_header(self, tunnel) -> bytes:
         return vxlan_header(tunnel.key)

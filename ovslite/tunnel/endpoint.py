@@ -21,8 +21,15 @@ Restarts: every port using the endpoint hands its receive socket over
 (TunnelNetdev.handover_fds), so datagrams queue in it while the next instance
 starts; the first port to open adopts it again, the other copies are closed.
 
-Limits: one datagram per recvfrom (no UDP_GRO yet), at most BATCH per wake-up
-(so a joined frame holds at most BATCH segments).
+UDP sockets read with UDP_GRO on (docs/overlay-design.md (b), (h)): where the
+kernel has coalesced datagrams of one sender (a NIC's GRO, or a local sender
+using UDP_SEGMENT arriving whole over a veth), one read returns many, cut
+apart by the segment size in the cmsg (`split_gro`); a UDP-tunnel GSO packet
+of a kernel vxlan sender arrives as one datagram holding one 64 KB frame,
+which the cmsg also marks, and is kept whole.
+
+Limits: at most BATCH reads per wake-up (so a joined frame holds at most
+BATCH segments).
 """
 
 from __future__ import annotations
@@ -42,6 +49,8 @@ from .headers import parse_geneve, parse_gre, parse_vxlan
 from .segment import GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4
 
 BATCH = 64
+UDP_GRO = 104
+_GRO_CMSG = socket.CMSG_SPACE(4)
 MAX_DATAGRAM = 65535
 PARSERS = {"vxlan": parse_vxlan, "geneve": parse_geneve, "gre": parse_gre}
 SO_ATTACH_FILTER = getattr(socket, "SO_ATTACH_FILTER", 26)
@@ -123,6 +132,28 @@ def received_header(frame, mtu: int = 1500) -> bytes:
     return VNET_HDR.pack(VIRTIO_NET_HDR_F_NEEDS_CSUM, gso_type, l4 + l4_hlen, gso_size, l4, offset)
 
 
+def split_gro(data: bytes, size: int, skip: int) -> list:
+    """The datagrams of a UDP_GRO read: `data` cut every `size` bytes, unless it is
+    one datagram whose inner IP packet (after `skip` bytes of tunnel header and the
+    inner Ethernet header) accounts for all of it (a UDP-tunnel GSO packet)."""
+    total = len(data)
+    if size <= 0 or size >= total:
+        return [data]
+    l3 = skip + 14
+    if total >= l3 + 20:
+        version = data[l3] >> 4
+        ethertype = data[skip + 12:skip + 14]
+        if version == 4 and ethertype == b"\x08\x00":
+            ip_len = (data[l3 + 2] << 8) | data[l3 + 3]
+        elif version == 6 and ethertype == b"\x86\xdd" and total >= l3 + 40:
+            ip_len = 40 + ((data[l3 + 4] << 8) | data[l3 + 5])
+        else:
+            ip_len = 0
+        if l3 + ip_len == total:
+            return [data]
+    return [data[i:i + size] for i in range(0, total, size)]
+
+
 def drop_all_filter(sock: socket.socket) -> None:
     """A socket filter that takes nothing: send-only sockets (a raw GRE socket
     would otherwise get a copy of every GRE packet to the host) queue nothing."""
@@ -149,6 +180,8 @@ class Endpoint:
         self.users = 0
         self.datapath = None
         self.sock = sock if sock is not None else self._open()
+        self.gro = False
+        self._enable_gro()
 
     def _open(self) -> socket.socket:
         if self.kind == "gre":
@@ -181,6 +214,14 @@ class Endpoint:
         sock.setblocking(False)
         grow_buffers(sock, RECEIVE_BUFFER)
         return sock
+
+    def _enable_gro(self) -> None:
+        if self.kind != "gre" and isinstance(self.sock, socket.socket):
+            try:
+                self.sock.setsockopt(socket.SOL_UDP, UDP_GRO, 1)
+                self.gro = True
+            except OSError:  # kernels before 5.0: one datagram per read
+                self.gro = False
 
     # -- ports -------------------------------------------------------------------
     def add(self, netdev, remotes: list[str], key: int) -> None:
@@ -217,7 +258,8 @@ class Endpoint:
 
     # -- receive -----------------------------------------------------------------
     def classify(self, data: bytes, remote: str):
-        """(port netdev, inner Ethernet frame), or (netdev or None, drop reason)."""
+        """(port netdev, inner Ethernet frame), or (netdev or None, drop reason).
+        The frame is a view into `data`: it is copied once, behind its vnet header."""
         offset = 0
         if self.skip_ip:
             if len(data) < 20:
@@ -233,7 +275,7 @@ class Endpoint:
             return owner, "unknown-key" if owner is not None else "unknown-remote"
         if skipped:
             netdev.options_skipped += skipped
-        return netdev, data[offset + inner:]
+        return netdev, memoryview(data)[offset + inner:]
 
     def count(self, netdev, reason: str) -> None:
         drops = self.drops if netdev is None else netdev.rx_drops
@@ -245,32 +287,47 @@ class Endpoint:
             return
         groups: dict = {}
         now = time.monotonic()
+        gro = self.gro
         for _ in range(BATCH):
             try:
-                data, addr = sock.recvfrom(MAX_DATAGRAM)
+                if gro:
+                    data, ancdata, _flags, addr = sock.recvmsg(MAX_DATAGRAM, _GRO_CMSG)
+                else:
+                    data, addr = sock.recvfrom(MAX_DATAGRAM)
+                    ancdata = None
             except (BlockingIOError, InterruptedError):
                 break
             except OSError:  # a queued ICMP error; the next read goes on
                 continue
-            netdev, result = self.classify(data, addr[0])
-            if type(result) is str:
-                self.count(netdev, result)
-            elif netdev.port is None:
-                self.count(netdev, "not-ready")
-            else:
-                if len(netdev.destinations) > 1:
-                    netdev.learn(result, addr[0], now)
-                packet = received_header(result, netdev.inner_mtu or 1500) + result
-                batch = groups.get(netdev)
-                if batch is None:
-                    groups[netdev] = [packet]
-                else:
-                    batch.append(packet)
+            if ancdata:
+                size = int.from_bytes(ancdata[0][2][:2], "little")
+                datagrams = split_gro(data, size, 8)
+                if len(datagrams) > 1:
+                    for one in datagrams:
+                        self._take(one, addr[0], now, groups)
+                    continue
+            self._take(data, addr[0], now, groups)
         datapath = self.datapath
         if datapath is not None:
             for netdev, packets in groups.items():
                 datapath.receive(netdev.port, coalesce(packets) if len(packets) > 1 else packets)
 
+    def _take(self, data, remote: str, now: float, groups: dict) -> None:
+        """One received datagram: counted as a drop, or queued for its port."""
+        netdev, result = self.classify(data, remote)
+        if type(result) is str:
+            self.count(netdev, result)
+        elif netdev.port is None:
+            self.count(netdev, "not-ready")
+        else:
+            if len(netdev.destinations) > 1:
+                netdev.learn(result, remote, now)
+            packet = received_header(result, netdev.inner_mtu or 1500) + result
+            batch = groups.get(netdev)
+            if batch is None:
+                groups[netdev] = [packet]
+            else:
+                batch.append(packet)
 
 def _adopt(kind: str, family: int, udp_port: int | None, fds: list[int]):
     """The receive socket among `fds` a previous instance handed over (the others
