@@ -72,7 +72,8 @@ class Port:
     __slots__ = ("name", "type", "netdev", "number", "up", "reason", "link_up", "link_reason",
                  "stats", "bridge", "settings", "mode", "tag", "trunks", "untagged_vlan",
                  "tagged_ok", "learning", "flood", "mcast_flood", "bcast_flood", "isolated",
-                 "admin_up", "storm", "max_len", "local_mac", "split_horizon", "oversize_reason")
+                 "admin_up", "storm", "max_len", "local_mac", "split_horizon", "oversize_reason",
+                 "stp_forwarding", "stp_learning", "stp_block")
 
     def __init__(self, name: str, type: str = "system", netdev=None, number: int = 0):
         self.name = name
@@ -91,6 +92,9 @@ class Port:
         self.split_horizon = bool(getattr(netdev, "split_horizon", False))
         #: the drop reason for frames above max_len ("too-big" on a tunnel port)
         self.oversize_reason = "mtu"
+        #: spanning tree (ovslite.stpport): may forward / learn; why not, for `show`
+        self.stp_forwarding = self.stp_learning = True
+        self.stp_block: str | None = None
         self.configure({})
 
     def configure(self, settings: dict) -> None:

@@ -50,7 +50,8 @@ COALESCE = 0.01
 CONFIG, STATE, FDB = m.McGroup.CONFIG, m.McGroup.STATE, m.McGroup.FDB
 #: switch event -> the group that receives it
 EVENT_GROUPS = {"bridge-added": CONFIG, "bridge-removed": CONFIG, "port-added": CONFIG,
-                "port-removed": CONFIG, "port-settings": CONFIG, "port-state": STATE}
+                "port-removed": CONFIG, "port-settings": CONFIG, "port-state": STATE,
+                "stp-state": STATE, "stp-role": STATE, "topology-change": STATE}
 MAC_KINDS = {name: code for code, name in m.FDB_EVENT_KINDS.items()}
 # Queue items: (kind, time_ns, ...). kind > 0 is a MAC event (MAC_KINDS):
 # (kind, t, bridge, vlan, mac, port name, old port name or ""); SWITCH: (SWITCH, t,
@@ -229,6 +230,8 @@ class MonitorHub:
 
     def _values(self, event: str, fields: dict) -> dict:
         values = {"bridge": fields.get("bridge")}
+        if event.startswith(("stp-", "topology-")):  # ovslite.stpport: old and new, as text
+            return {**values, **{k: fields[k] for k in ("port", "old", "new") if k in fields}}
         name = fields.get("port")
         if name is None:
             return values

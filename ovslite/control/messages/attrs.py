@@ -149,6 +149,9 @@ ATTRS = (
     ("OVSLITE_ATTR_OUTPUT", "asciiz"),      # 44 flow: the final egress port
     ("OVSLITE_ATTR_FDB_ENTRIES", "cdata"),  # 45 fdb: FDB_ENTRY records
     ("OVSLITE_ATTR_PACKED", "flag"),        # 46 GET_FDB request: reply with FDB_ENTRIES
+    ("OVSLITE_ATTR_BLOCKED", "asciiz"),     # 47 port: why spanning tree keeps it from forwarding
+    ("OVSLITE_ATTR_OLD", "asciiz"),         # 48 monitor: stp role/state before
+    ("OVSLITE_ATTR_NEW", "asciiz"),         # 49 monitor: stp role/state after (topology change: count)
 )
 _ATTR_KIND = {name: kind.split("|")[0] for name, kind in ATTRS}
 

@@ -38,6 +38,7 @@ class Cmd(enum.IntEnum):
     MONITOR = 41
     TRACE = 42
     GET_FLOW = 50
+    GET_STP = 51
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ COMMANDS: dict[Cmd, CommandSpec] = {
     Cmd.TRACE: CommandSpec(("bridge", "port", "dl_src", "dl_dst"), ("vlan", "dl_type", "generate"),
                            dump=True),
     Cmd.GET_FLOW: CommandSpec((), ("bridge",), dump=True),
+    Cmd.GET_STP: CommandSpec((), ("bridge",), dump=True),
 }
 
 
