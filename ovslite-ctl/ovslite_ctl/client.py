@@ -284,4 +284,5 @@ def _port(r: dict) -> dict:
     up = bool(r.get("up"))
     return {"name": r.get("port", ""), "type": r.get("type", ""), "number": r.get("port_no", 0),
             "up": up, "reason": "" if up else r.get("reason", ""), "options": r.get("options", {}),
-            "settings": r.get("settings", {}), "blocked": r.get("blocked")}
+            "settings": r.get("settings", {}),
+            **({"blocked": r["blocked"]} if r.get("blocked") else {})}

@@ -14,12 +14,16 @@ import click
 from .common import Ctl, check_name
 
 
+def _seconds(value) -> str:
+    return f"{value:g}s" if isinstance(value, (int, float)) else f"{value}s"
+
+
 def _ids(lines: list, prefix: str, ident: dict, times: dict) -> None:
     lines.append(f"  {prefix}-priority    {ident.get('priority')}")
     lines.append(f"  {prefix}-system-id   {ident.get('mac')}")
-    lines.append(f"  {prefix}-hello-time  {times.get('hello_time')}s")
-    lines.append(f"  {prefix}-max-age     {times.get('max_age')}s")
-    lines.append(f"  {prefix}-fwd-delay   {times.get('forward_delay')}s")
+    lines.append(f"  {prefix}-hello-time  {_seconds(times.get('hello_time'))}")
+    lines.append(f"  {prefix}-max-age     {_seconds(times.get('max_age'))}")
+    lines.append(f"  {prefix}-fwd-delay   {_seconds(times.get('forward_delay'))}")
 
 
 def render_stp(trees: list[dict]) -> list[str]:

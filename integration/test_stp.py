@@ -1,0 +1,136 @@
+"""Spanning tree against the real thing: a triangle of two ovslite bridges and the
+Linux bridge's own 802.1D (timers at the kernel's minimum), or Open vSwitch 3.1
+userspace with RSTP; and two ovslite daemons with RSTP on a doubled link.
+Topologies in stp_topo.py. Each test checks what a user of the loop notices:
+one port blocks, the bridge with the lowest priority is the root, a broadcast
+arrives once, and traffic finds the other way when the forwarding link is cut.
+Times are not asserted here (integration/bench/stpcost.py measures them)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+
+import pytest
+
+from .netns import run, wait_for, why_unusable
+from .stp_topo import Triangle, ovslite_states, veth
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(why_unusable() is not None, reason=str(why_unusable())),
+]
+
+#: generous bounds: 802.1D needs 2 x forward delay (4 s here when ovslite is root),
+#: plus max age after an indirect failure
+CONVERGE = 60.0
+
+
+def broadcast_copies(tri: Triangle, sender, receiver) -> int:
+    """Copies of one broadcast (an ICMP echo to 10.77.0.255, which hosts ignore by
+    default) from `sender` seen on `receiver`."""
+    cap = receiver.capture("icmp and dst host 10.77.0.255", count=5, timeout=4)
+    sender.run("ping", "-b", "-c", "1", "-W", "1", "10.77.0.255", check=False)
+    _, out = cap.result()
+    return len([line for line in out.splitlines() if "10.77.0.255" in line])
+
+
+def forwarding_link_to_cut(tri: Triangle, states: dict) -> str:
+    """An ovslite-side interface of a loop link whose both ends forward, on brA or brB
+    toward the root (cutting it forces the other way)."""
+    pairs = [(tri.ak, tri.ka), (tri.bk, tri.kb)]
+    if tri.ab and tri.ab in states:
+        pairs.append((tri.ab, tri.ba))
+    for a, b in pairs:
+        if states[a] == "forwarding" and states[b] == "forwarding":
+            return a
+    raise AssertionError(f"no forwarding link in {states}")
+
+
+def check_triangle(tri: Triangle, expect_root: str, cut_ok: bool = True) -> None:
+    states = tri.wait_converged(CONVERGE)
+    assert tri.root() == expect_root, states
+    # Hosts reach each other and the third bridge across the tree.
+    wait_for(lambda: tri.hA.ping(tri.hB, count=1, check=False).returncode == 0,
+             timeout=CONVERGE, what="hA reaching hB")
+    wait_for(lambda: tri.ping_k(tri.hA).returncode == 0, timeout=CONVERGE, what="hA reaching brK")
+    # One copy of a broadcast on each host: the loop is cut exactly once.
+    assert broadcast_copies(tri, tri.hA, tri.hB) == 1
+    if cut_ok:
+        link = forwarding_link_to_cut(tri, states)
+        run(["ip", "link", "set", link, "down"])
+        wait_for(lambda: tri.ping_k(tri.hA).returncode == 0 and
+                 tri.hA.ping(tri.hB, count=1, check=False).returncode == 0,
+                 timeout=CONVERGE, what=f"connectivity after cutting {link}")
+
+
+@pytest.mark.parametrize("lowest", ["K", "A"])
+def test_kernel_stp_triangle(net, daemon, lowest):
+    """The kernel bridge and two ovslite bridges, veth between all: root is whoever
+    has the lowest priority, whichever side that is."""
+    tri = Triangle(net, daemon, "stp", "kernel", priorities={lowest: 4096})
+    try:
+        check_triangle(tri, lowest)
+    finally:
+        tri.close()
+
+
+def test_kernel_stp_triangle_with_a_patch_pair(net, daemon):
+    tri = Triangle(net, daemon, "stp", "kernel", ab="patch", priorities={"B": 4096})
+    try:
+        states = tri.wait_converged(CONVERGE)
+        assert tri.root() == "B", states
+        assert broadcast_copies(tri, tri.hA, tri.hB) == 1
+        # Cut the kernel's link to the root: the path then runs over the patch pair.
+        run(["ip", "link", "set", tri.bk, "down"])
+        wait_for(lambda: tri.ping_k(tri.hB).returncode == 0, timeout=CONVERGE,
+                 what="hB reaching brK through the patch pair")
+    finally:
+        tri.close()
+
+
+def test_open_vswitch_rstp_triangle(net, daemon, tmp_path):
+    if not shutil.which("ovs-vswitchd"):
+        pytest.skip("Open vSwitch is not installed (integration/bench/sw_ovs.py installs it)")
+    rundir = tmp_path / "ovs"
+    rundir.mkdir()
+    tri = Triangle(net, daemon, "rstp", "ovs", priorities={"K": 4096}, rundir=str(rundir))
+    try:
+        check_triangle(tri, "K")
+    finally:
+        tri.close()
+
+
+def test_two_ovslite_daemons_rstp(net, make_daemon):
+    """Two daemons, two veth links between their bridges: one link's port is an
+    alternate (discarding); cutting the other fails over to it."""
+    a, b = make_daemon("a"), make_daemon("b")
+    hA, hB = net.add_host("hA", 1), net.add_host("hB", 2)
+    links = [(net.name("x1"), net.name("y1")), (net.name("x2"), net.name("y2"))]
+    for x, y in links:
+        veth(net, x, y)
+    brA, brB = net.name("A"), net.name("B")
+    for d, br, prio, host, ends in ((a, brA, 4096, hA, [x for x, _ in links]),
+                                    (b, brB, 32768, hB, [y for _, y in links])):
+        d.ctl("add-br", br)
+        d.ctl("set-br", br, "rstp=on", f"rstp-priority={prio}")
+        for p in (*ends, host.port):
+            d.ctl("add-port", br, p)
+        run(["ip", "link", "set", host.port, "up"])
+
+    def one_alternate():
+        s = ovslite_states(b, brB)
+        states = [s.get(y) for _, y in links]
+        return s if sorted(states) == ["discarding", "forwarding"] else None
+
+    s = wait_for(one_alternate, timeout=CONVERGE, what="one alternate port on brB")
+    assert all(v == "forwarding" for k, v in ovslite_states(a, brA).items())
+    show = b.ctl("stp-show", brB).stdout
+    assert re.search(r"alternate\s+discarding", show), show
+    assert "blocked (rstp: alternate, discarding)" in b.ctl("show").stdout
+    wait_for(lambda: hA.ping(hB, count=1, check=False).returncode == 0, timeout=CONVERGE,
+             what="hA reaching hB")
+    forwarding = next(y for _, y in links if s[y] == "forwarding")
+    run(["ip", "link", "set", forwarding, "down"])
+    wait_for(lambda: hA.ping(hB, count=1, check=False).returncode == 0, timeout=CONVERGE,
+             what="hA reaching hB over the other link")
