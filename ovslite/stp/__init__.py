@@ -137,6 +137,11 @@ class SpanningTree:
     def remove_port(self, name: str, now: float) -> None:
         self.engine.remove(self._port(name), now)
 
+    def migration_check(self, name: str, now: float) -> None:
+        """RSTP: send RST BPDUs again on a port that fell back to 802.1D (mcheck)."""
+        if self.mode == "rstp":
+            self.engine.migration_check(self._port(name), now)
+
     def receive(self, name: str, frame: bytes, now: float) -> None:
         port = self._port(name)
         try:

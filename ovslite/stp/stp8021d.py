@@ -15,7 +15,9 @@ transmitted message age is the received one plus the time since plus 1/256 s,
 as the Linux bridge and OVS do. Bridge timers are clamped as OVS does:
 max age >= 2 * (hello + 1), forward delay >= max age / 2 + 1. Topology
 change: while the root announces one, MAC entries age in forward delay
-("fast-aging" event), then normally again ("normal-aging").
+("fast-aging" event), then normally again ("normal-aging"). Received RST
+BPDUs are ignored, as by the Linux bridge and OVS: an RSTP neighbour falls
+back to 802.1D when it hears this bridge's configuration BPDUs.
 """
 
 from __future__ import annotations
@@ -137,8 +139,10 @@ class Stp(EngineBase):
                 self.topology_change_detection()
                 port.tc_ack = True
                 self.transmit_config(port)
-        else:  # an RST BPDU is read as a configuration BPDU (802.1D-2004 9.3.4)
+        elif bpdu.kind == CONFIG:
             self.received_config(port, bpdu)
+        # RST BPDUs are ignored, as the Linux bridge and OVS's stp.c do: an RSTP
+        # neighbour falls back to 802.1D when it hears our configuration BPDUs
         self.report()
 
     def tick(self, now: float) -> None:
