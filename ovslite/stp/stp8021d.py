@@ -27,6 +27,7 @@ from .common import EngineBase, PortBase, bridge_id
 
 HOLD_TIME = 1.0
 MESSAGE_AGE_INCREMENT = 1 / 256
+MAX_FIRINGS = 10000  # timer expiries handled by one tick
 
 
 def path_cost_for_speed(speed_mbps: int | None) -> int:
@@ -146,7 +147,8 @@ class Stp(EngineBase):
         self.report()
 
     def tick(self, now: float) -> None:
-        while True:
+        # bounded: a peer's zero timers could otherwise make a timer due again at once
+        for _ in range(MAX_FIRINGS):
             due, fire = self._earliest()
             if due is None or due > now:
                 break
