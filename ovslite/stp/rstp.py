@@ -20,7 +20,7 @@ Path cost defaults to 20,000,000 / (link speed in Mb/s) (table 17-3).
 from __future__ import annotations
 
 from .bpdu import RST, Bpdu
-from .common import MAC_BITS, EngineBase, bridge_id
+from .common import MAC_BITS, EngineBase, add_cost, bridge_id
 from .rstp_port import TIMERS, Port, port_information, port_role_transitions, port_state_transition
 from .rstp_tx import bridge_detection, port_transmit, protocol_migration, topology_change
 
@@ -174,7 +174,7 @@ class Rstp(EngineBase):
             if p.info_is != "received" or (p.port_priority[2] & MAC_BITS) == own_mac:
                 continue
             root, cost, bridge, port_id = p.port_priority
-            candidate = (root, cost + p.path_cost, bridge, port_id, p.port_id)
+            candidate = (root, add_cost(cost, p.path_cost), bridge, port_id, p.port_id)
             if candidate < best:
                 best, root_port = candidate, p
         self.root_priority, self.root_port = best[:4], root_port

@@ -25,6 +25,7 @@ from .bpdu import (
     RST,
     TCN,
     Bpdu,
+    seconds_to_wire,
 )
 from .rstp_port import MIGRATE_TIME, Port
 
@@ -117,8 +118,8 @@ def _vector_fields(p: Port) -> dict:
     root, cost, bridge, port_id = p.designated_priority
     age, max_age, hello, fwd = p.designated_times
     return {"root_id": root, "root_path_cost": cost, "bridge_id": bridge, "port_id": port_id,
-            "message_age": age * 256, "max_age": max_age * 256, "hello_time": hello * 256,
-            "forward_delay": fwd * 256}
+            "message_age": seconds_to_wire(age), "max_age": seconds_to_wire(max_age),
+            "hello_time": seconds_to_wire(hello), "forward_delay": seconds_to_wire(fwd)}
 
 
 def config_bpdu(br, p: Port) -> Bpdu:

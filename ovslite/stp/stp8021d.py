@@ -23,7 +23,7 @@ back to 802.1D when it hears this bridge's configuration BPDUs.
 from __future__ import annotations
 
 from .bpdu import CONFIG, FLAG_TC, FLAG_TC_ACK, TCN, Bpdu, seconds_to_wire
-from .common import EngineBase, PortBase, bridge_id
+from .common import EngineBase, PortBase, add_cost, bridge_id
 
 HOLD_TIME = 1.0
 MESSAGE_AGE_INCREMENT = 1 / 256
@@ -275,7 +275,7 @@ class Stp(EngineBase):
 
     def root_selection(self) -> None:
         def key(p):
-            return (p.designated_root, p.designated_cost + p.path_cost,
+            return (p.designated_root, add_cost(p.designated_cost, p.path_cost),
                     p.designated_bridge, p.designated_port, p.port_id)
         candidates = [p for p in self.enabled_ports()
                       if not self.is_designated(p) and p.designated_root < self.bridge_id]
@@ -285,7 +285,7 @@ class Stp(EngineBase):
             self.designated_root, self.root_path_cost = self.bridge_id, 0
         else:
             self.designated_root = root.designated_root
-            self.root_path_cost = root.designated_cost + root.path_cost
+            self.root_path_cost = add_cost(root.designated_cost, root.path_cost)
 
     def designated_port_selection(self) -> None:
         for p in self.enabled_ports():
