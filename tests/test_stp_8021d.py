@@ -235,3 +235,18 @@ def test_bad_parameters_are_refused_with_one_line():
             "p", 256, bytes(6), PortParams(), True, None, 0.0)
     with pytest.raises(ValueError, match="stp or rstp"):
         SpanningTree("mstp", bytes(6), BridgeParams(), 0.0)
+
+
+def test_message_age_grows_by_1_256_s_per_bridge_as_linux_and_ovs():
+    lan = Lan()
+    lan.bridge("a", 1)
+    lan.bridge("b", 2)
+    lan.bridge("c", 3)
+    lan.link("a:p1", "b:p1")
+    lan.link("b:p2", "c:p1")
+    lan.run(5)
+    from_root = B.decode_frame(lan.sent[("a", "p1")][-1])
+    relayed = B.decode_frame(lan.sent[("b", "p2")][-1])
+    assert from_root.message_age == 0
+    assert relayed.message_age == 1  # relayed the instant it arrived: 1/256 s
+    assert relayed.root_id == from_root.root_id and relayed.root_path_cost == 4

@@ -20,7 +20,22 @@ The caller (the datapath) does the I/O:
   "ports": [names]} (RSTP: forget what these ports learned), {"event":
   "fast-aging", "seconds": N} and {"event": "normal-aging"} (802.1D: age the MAC
   table in N seconds while the root announces a topology change).
-- `show()`: what ovs-appctl stp/show and rstp/show print, as a dict.
+- `show()`: what ovs-appctl stp/show and rstp/show print, as a dict: mode,
+  bridge and root ids ("8000.aabbccddeeff", priority, mac), root path cost,
+  root port, the timers in use, topology change count and time; per port
+  number, role, state, cost, priority, port id ("128.1"), designated root,
+  cost, bridge and port, BPDUs sent and received, malformed BPDUs by reason,
+  and for RSTP the protocol in use ("rstp", or "stp" after falling back) and
+  whether it is an edge port.
+- Added to the brief's interface: `set_link(..., speed_mbps=None)` (a default
+  path cost follows the speed), `migration_check(name, now)` (RSTP mcheck:
+  retry RST BPDUs on a port that fell back), `ports()`, PortParams'
+  `point_to_point` (RSTP proposal/agreement needs it; default true), and
+  `check(mode)` on both parameter classes.
+
+BPDUs must reach `receive` on every port, also blocked and discarding ones
+(that is how a blocked port keeps its information); the datapath never
+forwards or floods them while spanning tree is on.
 
 Parameters: `BridgeParams` and `PortParams` hold OVS's defaults;
 `BridgeParams.check(mode)` / `PortParams.check(mode)` raise ValueError with a
@@ -136,6 +151,11 @@ class SpanningTree:
 
     def remove_port(self, name: str, now: float) -> None:
         self.engine.remove(self._port(name), now)
+
+    def migration_check(self, name: str, now: float) -> None:
+        """RSTP: send RST BPDUs again on a port that fell back to 802.1D (mcheck)."""
+        if self.mode == "rstp":
+            self.engine.migration_check(self._port(name), now)
 
     def receive(self, name: str, frame: bytes, now: float) -> None:
         port = self._port(name)

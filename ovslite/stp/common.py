@@ -15,6 +15,12 @@ from collections import Counter
 from .bpdu import Bpdu, encode_frame
 
 MAC_BITS = (1 << 48) - 1
+MAX_COST = 0xFFFFFFFF  # the BPDU's 32-bit field
+
+
+def add_cost(received: int, port_cost: int) -> int:
+    """Root path cost through a port; saturates, so a peer's huge cost still encodes."""
+    return min(received + port_cost, MAX_COST)
 
 
 def bridge_id(priority: int, mac: bytes) -> int:

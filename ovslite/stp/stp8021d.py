@@ -15,16 +15,19 @@ transmitted message age is the received one plus the time since plus 1/256 s,
 as the Linux bridge and OVS do. Bridge timers are clamped as OVS does:
 max age >= 2 * (hello + 1), forward delay >= max age / 2 + 1. Topology
 change: while the root announces one, MAC entries age in forward delay
-("fast-aging" event), then normally again ("normal-aging").
+("fast-aging" event), then normally again ("normal-aging"). Received RST
+BPDUs are ignored, as by the Linux bridge and OVS: an RSTP neighbour falls
+back to 802.1D when it hears this bridge's configuration BPDUs.
 """
 
 from __future__ import annotations
 
 from .bpdu import CONFIG, FLAG_TC, FLAG_TC_ACK, TCN, Bpdu, seconds_to_wire
-from .common import EngineBase, PortBase, bridge_id
+from .common import EngineBase, PortBase, add_cost, bridge_id
 
 HOLD_TIME = 1.0
 MESSAGE_AGE_INCREMENT = 1 / 256
+MAX_FIRINGS = 10000  # timer expiries handled by one tick
 
 
 def path_cost_for_speed(speed_mbps: int | None) -> int:
@@ -137,12 +140,15 @@ class Stp(EngineBase):
                 self.topology_change_detection()
                 port.tc_ack = True
                 self.transmit_config(port)
-        else:  # an RST BPDU is read as a configuration BPDU (802.1D-2004 9.3.4)
+        elif bpdu.kind == CONFIG:
             self.received_config(port, bpdu)
+        # RST BPDUs are ignored, as the Linux bridge and OVS's stp.c do: an RSTP
+        # neighbour falls back to 802.1D when it hears our configuration BPDUs
         self.report()
 
     def tick(self, now: float) -> None:
-        while True:
+        # bounded: a peer's zero timers could otherwise make a timer due again at once
+        for _ in range(MAX_FIRINGS):
             due, fire = self._earliest()
             if due is None or due > now:
                 break
@@ -269,7 +275,7 @@ class Stp(EngineBase):
 
     def root_selection(self) -> None:
         def key(p):
-            return (p.designated_root, p.designated_cost + p.path_cost,
+            return (p.designated_root, add_cost(p.designated_cost, p.path_cost),
                     p.designated_bridge, p.designated_port, p.port_id)
         candidates = [p for p in self.enabled_ports()
                       if not self.is_designated(p) and p.designated_root < self.bridge_id]
@@ -279,7 +285,7 @@ class Stp(EngineBase):
             self.designated_root, self.root_path_cost = self.bridge_id, 0
         else:
             self.designated_root = root.designated_root
-            self.root_path_cost = root.designated_cost + root.path_cost
+            self.root_path_cost = add_cost(root.designated_cost, root.path_cost)
 
     def designated_port_selection(self) -> None:
         for p in self.enabled_ports():
