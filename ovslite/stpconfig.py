@@ -21,7 +21,6 @@ out-of-step priorities and rounds them down; here they are refused, so what
 
 from __future__ import annotations
 
-
 #: key -> (lowest, highest, default, step)
 BRIDGE_NUMBERS = {
     "stp-priority": (0, 65535, 32768, 1),

@@ -27,10 +27,10 @@ import structlog
 
 from .. import __version__, portconfig
 from ..db import BRIDGE_SETTINGS
+from ..stpshow import flatten
 from ..switch import SwitchError
 from ..trace import vlan_ranges
 from ..vnet import TPID_8021Q, format_mac, parse_mac
-from ..stpshow import flatten
 from . import messages as m
 
 log = structlog.get_logger("ovslite.control")
