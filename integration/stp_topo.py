@@ -112,21 +112,18 @@ class OvsBridge:
         self.vsctl("add-port", self.name, port)
 
     def states(self) -> dict[str, str]:
-        out = {}
-        for port in self.vsctl("list-ports", self.name).split():
-            status = self.vsctl("get", "port", port, "rstp_status")
-            state = ""
-            for part in status.strip("{}").split(","):
-                key, _, value = part.strip().partition("=")
-                if key == "rstp_port_state":
-                    state = value.strip('"')
-            out[port] = state
-        return out
+        return {port: self._status("port", port).get("rstp_port_state", "").lower()
+                for port in self.vsctl("list-ports", self.name).split()}
+
+    def _status(self, table: str, record: str) -> dict[str, str]:
+        """An rstp_status column, {key=value, ...}, as a dict of unquoted strings."""
+        text = self.vsctl("get", table, record, "rstp_status").strip().strip("{}")
+        pairs = (part.strip().partition("=") for part in text.split(","))
+        return {k: v.strip('"') for k, _, v in pairs}
 
     def is_root(self) -> bool:
-        status = self.vsctl("get", "bridge", self.name, "rstp_status")
-        fields = dict(p.strip().partition("=")[::2] for p in status.strip("{}").split(","))
-        return fields.get("rstp_bridge_id") == fields.get("rstp_root_id")
+        status = self._status("bridge", self.name)
+        return status.get("rstp_bridge_id") == status.get("rstp_root_id")
 
     def stop(self) -> None:
         for ctl, extra in (("vswitchd.ctl", ["--cleanup"]), ("ovsdb.ctl", [])):
