@@ -146,7 +146,8 @@ class Triangle:
     """brA, brB (one ovslited) and a third bridge `third` ("kernel" or "ovs")."""
 
     def __init__(self, net: Network, daemon, mode: str, third: str = "kernel",
-                 ab: str = "veth", priorities: dict | None = None, rundir: str | None = None):
+                 ab: str = "veth", priorities: dict | None = None, rundir: str | None = None,
+                 host_stp: bool = True):
         prio = {"A": 32768, "B": 32768, "K": 32768, **(priorities or {})}
         self.net, self.daemon, self.mode = net, daemon, mode
         n = net.name
@@ -181,8 +182,9 @@ class Triangle:
             d.ctl("add-port", self.brB, self.ba)
         d.ctl("add-port", self.brA, self.ak)
         d.ctl("add-port", self.brB, self.bk)
-        d.ctl("add-port", self.brA, self.hA.port)
-        d.ctl("add-port", self.brB, self.hB.port)
+        host_settings = () if host_stp else ("stp-enable=off",)
+        d.ctl("add-port", self.brA, self.hA.port, *host_settings)
+        d.ctl("add-port", self.brB, self.hB.port, *host_settings)
         for h in (self.hA, self.hB):
             run(["ip", "link", "set", h.port, "up"])
         self.started = time.monotonic()
@@ -226,3 +228,36 @@ class Triangle:
 
     def close(self) -> None:
         self.k.stop()
+
+
+class DoubledLink:
+    """Two ovslited, one bridge each (brA with the lower priority: the root), joined
+    by two veth links: a loop of two, where brB's port on one link is an alternate."""
+
+    def __init__(self, net: Network, a, b, mode: str = "rstp", host_stp: bool = True):
+        self.net, self.a, self.b = net, a, b
+        self.hA, self.hB = net.add_host("hA", 1), net.add_host("hB", 2)
+        self.links = [(net.name("x1"), net.name("y1")), (net.name("x2"), net.name("y2"))]
+        for x, y in self.links:
+            veth(net, x, y)
+        self.brA, self.brB = net.name("A"), net.name("B")
+        host_settings = () if host_stp else ("stp-enable=off",)
+        for d, br, prio, host, ends in ((a, self.brA, 4096, self.hA, [x for x, _ in self.links]),
+                                        (b, self.brB, 32768, self.hB, [y for _, y in self.links])):
+            d.ctl("add-br", br)
+            d.ctl("set-br", br, f"{mode}=on", f"{mode}-priority={prio}", *OVSLITE_TIMERS[mode])
+            for p in ends:
+                d.ctl("add-port", br, p)
+            d.ctl("add-port", br, host.port, *host_settings)
+            run(["ip", "link", "set", host.port, "up"])
+        self.started = time.monotonic()
+
+    def converged(self) -> dict[str, str] | None:
+        """brB's states once one link's port forwards and the other's discards."""
+        s = ovslite_states(self.b, self.brB)
+        states = sorted(s.get(y, "") for _, y in self.links)
+        return s if states[0] in BLOCKED and states[1] == "forwarding" else None
+
+    def forwarding_link(self, states: dict) -> str:
+        """brB's end of the link that carries the traffic."""
+        return next(y for _, y in self.links if states[y] == "forwarding")

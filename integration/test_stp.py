@@ -14,7 +14,7 @@ import shutil
 import pytest
 
 from .netns import run, wait_for, why_unusable
-from .stp_topo import Triangle, ovslite_states, veth
+from .stp_topo import DoubledLink, Triangle, ovslite_states
 
 pytestmark = [
     pytest.mark.integration,
@@ -105,32 +105,15 @@ def test_two_ovslite_daemons_rstp(net, make_daemon):
     """Two daemons, two veth links between their bridges: one link's port is an
     alternate (discarding); cutting the other fails over to it."""
     a, b = make_daemon("a"), make_daemon("b")
-    hA, hB = net.add_host("hA", 1), net.add_host("hB", 2)
-    links = [(net.name("x1"), net.name("y1")), (net.name("x2"), net.name("y2"))]
-    for x, y in links:
-        veth(net, x, y)
-    brA, brB = net.name("A"), net.name("B")
-    for d, br, prio, host, ends in ((a, brA, 4096, hA, [x for x, _ in links]),
-                                    (b, brB, 32768, hB, [y for _, y in links])):
-        d.ctl("add-br", br)
-        d.ctl("set-br", br, "rstp=on", f"rstp-priority={prio}")
-        for p in (*ends, host.port):
-            d.ctl("add-port", br, p)
-        run(["ip", "link", "set", host.port, "up"])
-
-    def one_alternate():
-        s = ovslite_states(b, brB)
-        states = [s.get(y) for _, y in links]
-        return s if sorted(states) == ["discarding", "forwarding"] else None
-
-    s = wait_for(one_alternate, timeout=CONVERGE, what="one alternate port on brB")
-    assert all(v == "forwarding" for k, v in ovslite_states(a, brA).items())
-    show = b.ctl("stp-show", brB).stdout
+    pair = DoubledLink(net, a, b)
+    s = wait_for(pair.converged, timeout=CONVERGE, what="one alternate port on brB")
+    assert all(v == "forwarding" for v in ovslite_states(a, pair.brA).values())
+    show = b.ctl("stp-show", pair.brB).stdout
     assert re.search(r"alternate\s+discarding", show), show
     assert "blocked (rstp: alternate, discarding)" in b.ctl("show").stdout
+    hA, hB = pair.hA, pair.hB
     wait_for(lambda: hA.ping(hB, count=1, check=False).returncode == 0, timeout=CONVERGE,
              what="hA reaching hB")
-    forwarding = next(y for _, y in links if s[y] == "forwarding")
-    run(["ip", "link", "set", forwarding, "down"])
+    run(["ip", "link", "set", pair.forwarding_link(s), "down"])
     wait_for(lambda: hA.ping(hB, count=1, check=False).returncode == 0, timeout=CONVERGE,
              what="hA reaching hB over the other link")
