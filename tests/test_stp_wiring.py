@@ -17,6 +17,7 @@ from ovslite.datapath import Datapath
 from ovslite.db import ConfigDB
 from ovslite.stpport import STP_MAC
 from ovslite.switch import Switch, SwitchError
+from ovslite.trace.walk import trace_packet
 from ovslite.vnet import VNET_HDR_LEN
 
 HDR = bytes(VNET_HDR_LEN)
@@ -337,3 +338,15 @@ def test_ctl_stp_show_like_ovs_appctl(daemon):
     doc = json.loads(ctl("--format", "json", "stp-show", "br0").output)
     assert doc[0]["ports"]["p1"]["cost"] == 7 and doc[0]["root"]["is_this_bridge"] is True
     assert "stp-priority: 4096" in ctl("show").output
+
+
+def test_trace_says_what_the_tree_blocks(sw):
+    patch_loop(sw, "rstp")
+    sw.loop.run_until(1000 + 10)
+    ports, now = sw.ports, sw.loop.now
+    t = trace_packet(ports["b2"], frame(BCAST, B), now, ports)
+    assert "blocked by spanning tree (rstp: alternate, discarding)" in t.drop_reason
+    t = trace_packet(ports["h1"], frame(BCAST, B), now, ports)
+    assert any("not to b2 (blocked by spanning tree" in s.detail for s in t.steps), t.steps
+    t = trace_packet(ports["h1"], bpdu_frame(B), now, ports)
+    assert "taken by the bridge's spanning tree (rstp)" in t.drop_reason
