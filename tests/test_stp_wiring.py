@@ -350,3 +350,20 @@ def test_trace_says_what_the_tree_blocks(sw):
     assert any("not to b2 (blocked by spanning tree" in s.detail for s in t.steps), t.steps
     t = trace_packet(ports["h1"], bpdu_frame(B), now, ports)
     assert "taken by the bridge's spanning tree (rstp)" in t.drop_reason
+
+
+def test_monitor_reports_role_and_state_changes(sw):
+    from ovslite.control import messages as m
+    from ovslite.control.monitor import EVENT_GROUPS, STATE, MonitorHub
+    from ovslite_ctl.monitor import normalize, render_event
+
+    hub = MonitorHub(sw, sw.loop)
+    for event, fields in (("stp-role", {"port": "b2", "old": "designated", "new": "alternate"}),
+                          ("stp-state", {"port": "b2", "old": "learning", "new": "discarding"}),
+                          ("topology-change", {"new": "3"})):
+        assert EVENT_GROUPS[event] == STATE
+        values = {"event": event, "time": 0, **hub._values(event, {"bridge": "br1", **fields})}
+        reply = m.decode_reply(m.encode_reply(m.Cmd.MONITOR, values, 1, multi=True))
+        line = render_event(normalize(reply.values))
+        assert line.endswith(f"{event} bridge=br1" + "".join(
+            f" {k}={fields[k]}" for k in ("port", "old", "new") if k in fields)), line
