@@ -8,7 +8,7 @@ with RSTP), joined in a triangle.
               brK (10.77.0.3)         in its own namespace
 
 brA and brB are bridges of one ovslited (a patch pair needs both in one
-daemon); brK lives in namespace `k` with its own address, so it is both the
+daemon), or of two (`daemon_b`, as the bench runs them); brK lives in namespace `k` with its own address, so it is both the
 third switch and the third host. Every link is a veth pair whose root
 namespace ends are ovslite ports and whose far ends are brK's. Port states
 are read from each side's own tool: `ovslite-ctl stp-show`, `bridge link`
@@ -147,9 +147,11 @@ class Triangle:
 
     def __init__(self, net: Network, daemon, mode: str, third: str = "kernel",
                  ab: str = "veth", priorities: dict | None = None, rundir: str | None = None,
-                 host_stp: bool = True):
+                 host_stp: bool = True, daemon_b=None):
         prio = {"A": 32768, "B": 32768, "K": 32768, **(priorities or {})}
         self.net, self.daemon, self.mode = net, daemon, mode
+        #: brB's daemon: brA's unless given (a patch pair needs one daemon)
+        self.daemon_b = daemon_b or daemon
         n = net.name
         self.brA, self.brB = n("A"), n("B")
         self.ns = net.add_namespace("k")
@@ -169,22 +171,23 @@ class Triangle:
         self.k.add_port(self.kb)
         run(["ip", "-n", self.ns, "addr", "add", f"{self.ip_k}/24", "dev", "brk"])
         run(["ip", "-n", self.ns, "link", "set", "brk", "up"])
-        d = daemon
-        for br, p in ((self.brA, prio["A"]), (self.brB, prio["B"])):
-            d.ctl("add-br", br)
-            d.ctl("set-br", br, f"{mode}=on", f"{mode}-priority={p}", *OVSLITE_TIMERS[mode])
+        d, db = daemon, self.daemon_b
+        for dd, br, p in ((d, self.brA, prio["A"]), (db, self.brB, prio["B"])):
+            dd.ctl("add-br", br)
+            dd.ctl("set-br", br, f"{mode}=on", f"{mode}-priority={p}", *OVSLITE_TIMERS[mode])
         if ab == "patch":
+            assert db is d, "a patch pair joins bridges of one daemon"
             d.ctl("add-port", self.brA, self.ab, "--type", "patch", "--peer", self.ba)
             d.ctl("add-port", self.brB, self.ba, "--type", "patch", "--peer", self.ab)
         else:
             veth(net, self.ab, self.ba)
             d.ctl("add-port", self.brA, self.ab)
-            d.ctl("add-port", self.brB, self.ba)
+            db.ctl("add-port", self.brB, self.ba)
         d.ctl("add-port", self.brA, self.ak)
-        d.ctl("add-port", self.brB, self.bk)
+        db.ctl("add-port", self.brB, self.bk)
         host_settings = () if host_stp else ("stp-enable=off",)
         d.ctl("add-port", self.brA, self.hA.port, *host_settings)
-        d.ctl("add-port", self.brB, self.hB.port, *host_settings)
+        db.ctl("add-port", self.brB, self.hB.port, *host_settings)
         for h in (self.hA, self.hB):
             run(["ip", "link", "set", h.port, "up"])
         self.started = time.monotonic()
@@ -193,7 +196,7 @@ class Triangle:
         """State of each of the six ports on the loop, by its interface name."""
         out = {}
         a = ovslite_states(self.daemon, self.brA)
-        b = ovslite_states(self.daemon, self.brB)
+        b = ovslite_states(self.daemon_b, self.brB)
         k = self.k.states()
         for name in (self.ab, self.ak):
             out[name] = a.get(name, "")
@@ -218,7 +221,7 @@ class Triangle:
         """'A', 'B' or 'K': which bridge says it is the root (each asked itself)."""
         roots = [name for name, is_root in (
             ("A", ovslite_is_root(self.daemon, self.brA)),
-            ("B", ovslite_is_root(self.daemon, self.brB)),
+            ("B", ovslite_is_root(self.daemon_b, self.brB)),
             ("K", self.k.is_root())) if is_root]
         assert len(roots) == 1, f"bridges that say they are the root: {roots}"
         return roots[0]

@@ -1,7 +1,8 @@
 """Spanning tree convergence and failover loss: `python -m integration.bench.stpcost [CASE...]`.
 
 Cases (topologies in integration/stp_topo.py; the lowest priority is the third
-bridge, brK, in the triangles and brA in the pair):
+bridge, brK, in the triangles and brA in the pair; one ovslited per ovslite
+bridge):
 - kernel-stp: two ovslite bridges and the Linux bridge's 802.1D, the kernel's
   timers at their minimum (forward delay 2 s, hello 1 s, max age 6 s);
 - ovs-rstp: two ovslite bridges and Open vSwitch 3.1 userspace with RSTP;
@@ -9,7 +10,8 @@ bridge, brK, in the triangles and brA in the pair):
 ovslite's own timers are OVS's lowest (hello 1, max age 6, forward delay 4).
 
 Traffic: trafgen in hA sends 60-byte UDP frames to hB at RATE frames/s for
-the whole case; the host ports take no part in the tree (stp-enable=off), so
+the whole case, and hB pings hA 20 times a second (so its MAC is learned again
+soon after a topology change flushes it, as with any host that talks); the host ports take no part in the tree (stp-enable=off), so
 what is measured is the loop's links only. Counters are read in this process
 every ms from the root-namespace veth ends: hA's port received = offered,
 hB's port sent = delivered.
@@ -54,6 +56,9 @@ class Stream:
         cfg = os.path.join(workdir, "stp.cfg")
         with open(cfg, "w") as f:
             f.write(trafgen_config(hA, hB))
+        # hB answers nothing (the frames' address is unused), so without this its MAC,
+        # flushed by every topology change, would stay unknown and every frame flooded
+        hB.popen("ping", "-q", "-i", "0.05", hA.ip)
         self.proc = hA.popen("trafgen", "--no-sock-mem", "--notouch-irq", "--no-cpu-stats",
                              "--cpus", "1", "--rate", f"{RATE}pps", "--dev", hA.ifname,
                              "--conf", cfg)
@@ -77,7 +82,6 @@ class Stream:
 
 def _measure(stream: Stream, started: float, cut, settle: float = 3.0) -> dict:
     start_s = stream.wait_flowing(started)
-    stream.hB.ping(stream.hA, count=2, check=False)  # hB's MAC learned: known unicast
     time.sleep(settle)  # steady flow
     o0, d0, t0 = stream.offered(), stream.delivered(), time.monotonic()
     time.sleep(1.0)
@@ -117,16 +121,17 @@ def run_case(case: str, workdir: str) -> dict:
                 run(["ip", "link", "set", link, "down"])
                 return link
         else:
-            d = Daemon(Path(workdir) / "d", label="d")
-            d.workdir.mkdir(parents=True, exist_ok=True)
-            daemons.append(d.start())
+            for label in ("a", "b"):  # one daemon per bridge, as the pair has
+                d = Daemon(Path(workdir) / label, label=label)
+                d.workdir.mkdir(parents=True, exist_ok=True)
+                daemons.append(d.start())
             kind = "kernel" if case == "kernel-stp" else "ovs"
             mode = "stp" if kind == "kernel" else "rstp"
             rundir = None
             if kind == "ovs":
                 rundir = tempfile.mkdtemp(prefix="ovs", dir=workdir)
-            tri = third = Triangle(net, d, mode, kind, priorities={"K": 4096}, rundir=rundir,
-                                   host_stp=False)
+            tri = third = Triangle(net, daemons[0], mode, kind, priorities={"K": 4096},
+                                   rundir=rundir, host_stp=False, daemon_b=daemons[1])
             stream = Stream(net, tri.hA, tri.hB, workdir)
             started = tri.started
 
