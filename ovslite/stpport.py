@@ -96,7 +96,8 @@ class BridgeStp:
         self.mac = mac or derived_mac(bridge.name)
         self.params = bridge_params(mode, config)
         self.core = SpanningTree(mode, self.mac, self.params, self.clock())
-        #: port name -> [Port object, its PortParams, link up] as the core has them
+        #: port name -> [Port object, its PortParams, link up, STP port number], as the
+        #: core has them
         self.members: dict[str, tuple] = {}
         self._timer = None
         self._soon = None
@@ -108,31 +109,36 @@ class BridgeStp:
         if params != self.params:
             self.params = params
             self.core.set_params(params, now)
+        changed = False
         wanted = {name: p for name, p in self.bridge.ports.items() if takes_part(p)}
         for name, member in list(self.members.items()):
             if wanted.get(name) is not member[0]:
                 self._remove(name, now)
+                changed = True
         for name, port in wanted.items():
             pp = port_params(self.mode, port.settings)
             member = self.members.get(name)
             if member is None:
-                self.core.add_port(name, self._number(port), derived_mac(self.bridge.name, name),
+                number = self._number(port)
+                self.core.add_port(name, number, derived_mac(self.bridge.name, name),
                                    pp, port.up, link_speed(port), now)
-                self.members[name] = [port, pp, port.up]
+                self.members[name] = [port, pp, port.up, number]
                 port.stp_forwarding = self.core.forwarding(name)
                 port.stp_learning = self.core.learning(name)
+                changed = True
                 continue
             if member[1] != pp:
                 self.core.set_port_params(name, pp, now)
                 member[1] = pp
             if member[2] != port.up:  # admin up/down, or a state missed meanwhile
                 self.link(port)
-        self.bridge.changed()
+        if changed:
+            self.bridge.changed()  # new members start blocked: no cached flow may pass
         self.run_soon()
 
     def _number(self, port) -> int:
         limit = MAX_PORT_NUMBER[self.mode]
-        used = {self.core.engine.ports[n].number for n in self.members}
+        used = {member[3] for member in self.members.values()}
         if port.number <= limit and port.number not in used:
             return port.number
         return min(n for n in range(1, limit + 1) if n not in used)
@@ -221,7 +227,7 @@ class BridgeStp:
 
     def _apply_states(self) -> None:
         changed = False
-        for name, (port, _, _) in self.members.items():
+        for name, (port, *_) in self.members.items():
             fwd, learn = self.core.forwarding(name), self.core.learning(name)
             if fwd != port.stp_forwarding or learn != port.stp_learning:
                 if not learn and port.stp_learning:
