@@ -367,3 +367,24 @@ def test_monitor_reports_role_and_state_changes(sw):
         line = render_event(normalize(reply.values))
         assert line.endswith(f"{event} bridge=br1" + "".join(
             f" {k}={fields[k]}" for k in ("port", "old", "new") if k in fields)), line
+
+
+def test_bpdus_bypass_vlans_and_split_horizon(sw):
+    """BPDUs leave untagged whatever the port's VLANs, on a tunnel-like port too, and
+    are taken from a trunk that carries no untagged VLAN."""
+    sw.add_bridge("br0")
+    sw.add_port("br0", "acc", "test-fake", settings={"tag": "10"})
+    sw.add_port("br0", "trk", "test-fake", settings={"trunks": "20"})
+    sw.add_port("br0", "tun", "test-fake")
+    sw.ports["tun"].split_horizon = True
+    sw.set_bridge("br0", {"rstp": "on"})
+    sw.loop.run_until(1003)
+    for name in ("acc", "trk", "tun"):
+        sent = sw.ports[name].netdev.sent
+        assert sent and all(p[VNET_HDR_LEN:VNET_HDR_LEN + 6] == STP_MAC and
+                            p[VNET_HDR_LEN + 12:VNET_HDR_LEN + 14] != b"\x81\x00" for p in sent), name
+    tree = sw.stp.trees["br0"]
+    peer = sw.ports["acc"].netdev.sent[0]
+    sw.datapath.receive(sw.ports["trk"], [peer[:VNET_HDR_LEN + 6] + B + peer[VNET_HDR_LEN + 12:]])
+    assert tree.show()["ports"]["trk"]["rx_bpdus"] == 1
+    assert "vlan" not in sw.ports["trk"].stats.drops
