@@ -226,3 +226,18 @@ def test_rstp_port_numbers_and_priorities():
     assert shown["port_id"] == "240.4095" and shown["cost"] == 2000
     with pytest.raises(ValueError, match="rstp-port-priority"):
         a.set_port_params("big", PortParams(priority=100), 0.0)
+
+
+def test_an_802_1d_roots_long_tc_announcement_counts_as_one_topology_change():
+    lan = Lan("rstp")
+    r = lan.bridge("r", 2)
+    lan.bridge("s", 1, mode="stp")  # the 802.1D root
+    lan.link("r:p1", "s:p1")
+    lan.link("r:p2")
+    lan.run(80)  # converged, start-up changes over
+    lan.events["r"].clear()
+    lan.link("s:p2")  # forwards after 30 s: s sets TC in its hellos for 35 s
+    lan.run(70)
+    changes = [e for e in lan.events["r"] if e["event"] == "topology-change"]
+    assert len(changes) == 1
+    assert r.show()["topology_change_count"] == changes[0]["count"]

@@ -48,6 +48,7 @@ class Rstp(EngineBase):
         self.root_times = self.bridge_times()
         self.next_second = now + 1
         self.flushed: list[str] = []
+        self.last_tc_rx: float | None = None
 
     def bridge_times(self) -> tuple[int, int, int, int]:
         p = self.params
@@ -242,6 +243,17 @@ class Rstp(EngineBase):
         for p in self.ports.values():
             if p is not caller:
                 p.tc_prop = True
+
+    def note_tc(self, received: bool) -> None:
+        """Count a topology change once: several ports detecting it at one instant,
+        or the TC flag arriving in every hello while a change lasts (an 802.1D
+        root sets it for max age + forward delay), are one change."""
+        last_rx, self.last_tc_rx = self.last_tc_rx, (self.now if received else self.last_tc_rx)
+        if self.tc_time == self.now:
+            return
+        if received and last_rx is not None and self.now - last_rx <= 2 * self.root_times[2]:
+            return
+        self.note_topology_change(self.now)
 
     def flush(self, ports) -> None:
         self.flushed += [p.name for p in ports]
