@@ -264,3 +264,23 @@ def test_port_cost_and_priority_changes_move_the_root_port():
     lan.run(3)  # equal costs: the lower designated port id (a's p2, 64.2) wins
     assert (b.role("p1"), b.role("p2")) == ("alternate", "root")
     assert b.show()["ports"]["p2"]["designated_port"] == "64.2"
+
+
+def test_rstp_root_acknowledges_an_802_1d_bridges_tcn_and_announces_the_change():
+    lan = Lan("rstp")
+    r = lan.bridge("r", 1)  # the RSTP root
+    lan.bridge("s", 2, mode="stp")
+    lan.link("r:p1", "s:p1")
+    lan.run(60)
+    assert r.show()["ports"]["p1"]["protocol"] == "stp"
+    lan.events["r"].clear()
+    lan.sent.clear()
+    lan.link("s:p2")  # forwards after 30 s: s detects a change and sends a TCN to r
+    lan.run(33)
+    assert B.TCN in kinds(lan, "s", "p1")
+    answers = [B.decode_frame(f) for f in lan.sent[("r", "p1")]]
+    assert all(a.kind == B.CONFIG for a in answers)
+    assert any(a.flags & B.FLAG_TC_ACK for a in answers)
+    assert any(a.flags & B.FLAG_TC for a in answers)  # the root announces the change
+    assert kinds(lan, "s", "p1").count(B.TCN) <= 2  # acknowledged
+    assert any(e["event"] == "topology-change" for e in lan.events["r"])
