@@ -225,6 +225,8 @@ class Rstp(EngineBase):
         return all(q.rr_while == 0 for q in self.ports.values() if q is not p)
 
     def all_synced(self, p: Port) -> bool:
+        """allSynced as 802.1Q-2005 defines it: every port but the given one (root or
+        alternate) or but the root port (designated) is synced."""
         ports = self.ports.values()
         if not all(q.selected and q.role == q.selected_role and not q.updt_info for q in ports):
             return False
