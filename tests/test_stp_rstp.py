@@ -284,3 +284,18 @@ def test_rstp_root_acknowledges_an_802_1d_bridges_tcn_and_announces_the_change()
     assert any(a.flags & B.FLAG_TC for a in answers)  # the root announces the change
     assert kinds(lan, "s", "p1").count(B.TCN) <= 2  # acknowledged
     assert any(e["event"] == "topology-change" for e in lan.events["r"])
+
+
+@pytest.mark.parametrize("mode", ["stp", "rstp"])
+def test_turning_spanning_tree_off_and_on_on_a_port(mode):
+    lan, b, _ = joined_twice(mode, settle=40)
+    assert lan.blocked() == [("b", "p2")]
+    b.set_port_params("p2", PortParams(enabled=False), lan.now)
+    assert b.forwarding("p2") and b.state("p2") == "disabled"  # outside the protocol, as OVS
+    lan.run(5)
+    assert ("b", "p2") not in lan.blocked()
+    b.set_port_params("p2", PortParams(), lan.now)
+    assert not b.forwarding("p2")  # back in: it starts blocked/discarding
+    lan.run(40)
+    assert lan.blocked() == [("b", "p2")]
+    assert b.role("p2") == "alternate"
