@@ -299,3 +299,15 @@ def test_turning_spanning_tree_off_and_on_on_a_port(mode):
     lan.run(40)
     assert lan.blocked() == [("b", "p2")]
     assert b.role("p2") == "alternate"
+
+
+def test_an_auto_edge_port_stays_edge_when_another_parameter_changes():
+    lan = Lan("rstp")
+    a = lan.bridge("a", 1)
+    lan.link("a:host")
+    lan.run(4)
+    assert a.show()["ports"]["host"]["edge"] and a.forwarding("host")
+    a.set_port_params("host", PortParams(path_cost=5), lan.now)
+    assert a.show()["ports"]["host"]["edge"] and a.forwarding("host")
+    a.set_port_params("host", PortParams(path_cost=5, auto_edge=False), lan.now)
+    assert a.show()["ports"]["host"]["edge"]  # 17.25: only a BPDU or the link ends it

@@ -77,9 +77,10 @@ class Rstp(EngineBase):
         if (port_id, cost) != (port.port_id, port.path_cost):
             port.port_id, port.path_cost = port_id, cost
             port.reselect, port.selected = True, False
-        if port.params.admin_edge != (port.bdm == "EDGE"):
-            port.bdm = "EDGE" if port.params.admin_edge else "NOT_EDGE"
-            port.oper_edge = port.params.admin_edge
+        if port.params.admin_edge != port.admin_edge:  # BDM starts again from BEGIN
+            port.admin_edge = port.params.admin_edge
+            port.bdm = "EDGE" if port.admin_edge else "NOT_EDGE"
+            port.oper_edge = port.admin_edge
         self.run()
 
     def remove(self, port: Port, now: float) -> None:

@@ -57,7 +57,7 @@ class Port(PortBase):
         self.rcvd_msg = self.rcvd_rstp = self.rcvd_stp = False
         self.rcvd_tc = self.rcvd_tcn = self.rcvd_tc_ack = self.tc_prop = self.tc_ack = False
         self.new_info = self.send_rstp = self.mcheck = False
-        self.oper_edge = self.params.admin_edge
+        self.admin_edge = self.oper_edge = self.params.admin_edge
         self.fdb_flush = False
         self.pim = "DISABLED"
         self.prt = "INIT_PORT"
