@@ -38,17 +38,20 @@ class Lan:
 
     def link(self, *ends, speed=1000, **port_params):
         """Join ports ("bridge:port" strings), adding them to their bridges."""
-        pairs = []
-        for end in ends:
-            bname, pname = end.split(":")
-            stp = self.bridges[bname]
-            number = len(stp.ports()) + 1
-            mac = bytes([0x0a, number, 0, 0, 0, ord(bname[-1])])
-            stp.add_port(pname, number, mac, PortParams(**port_params), True, speed, self.now)
-            pairs.append((bname, pname))
-        segment = Segment(pairs)
+        segment = Segment([])
         self.segments.append(segment)
+        for end in ends:
+            self.attach(segment, end, speed, **port_params)
         return segment
+
+    def attach(self, segment, end, speed=1000, **port_params):
+        """Add port `end` ("bridge:port") to its bridge and plug it into `segment`."""
+        bname, pname = end.split(":")
+        stp = self.bridges[bname]
+        number = len(stp.ports()) + 1
+        mac = bytes([0x0a, number, 0, 0, 0, ord(bname[-1])])
+        stp.add_port(pname, number, mac, PortParams(**port_params), True, speed, self.now)
+        segment.ends.append((bname, pname))
 
     def set_up(self, segment, up):
         segment.up = up

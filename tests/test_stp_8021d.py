@@ -250,3 +250,18 @@ def test_message_age_grows_by_1_256_s_per_bridge_as_linux_and_ovs():
     assert from_root.message_age == 0
     assert relayed.message_age == 1  # relayed the instant it arrived: 1/256 s
     assert relayed.root_id == from_root.root_id and relayed.root_path_cost == 4
+
+
+@pytest.mark.parametrize("mode", ["stp", "rstp"])
+def test_the_roots_new_timers_reach_the_other_bridges(mode):
+    lan = Lan(mode)
+    a = lan.bridge("a", 1)
+    b = lan.bridge("b", 2)
+    lan.link("a:p1", "b:p1")
+    lan.run(40)
+    a.set_params(BridgeParams(hello_time=1, max_age=10, forward_delay=6), lan.now)
+    lan.run(4)
+    relayed = B.decode_frame(lan.sent[("a", "p1")][-1])
+    assert (relayed.hello_time, relayed.max_age, relayed.forward_delay) == (256, 2560, 1536)
+    shown = b.show()
+    assert (shown["max_age"], shown["forward_delay"]) == (10, 6)

@@ -113,9 +113,7 @@ def test_admin_edge_forwards_at_once_and_a_bpdu_takes_it_out_of_edge():
     lan.run(5)
     assert not [e for e in lan.events["a"] if e["event"] == "topology-change"]
     # a bridge appears behind the edge port: it is no longer an edge port
-    lan.bridges["b"].add_port("p1", 1, bytes([0x0a, 1, 0, 0, 0, 0x62]), PortParams(), True,
-                              1000, lan.now)
-    seg.ends.append(("b", "p1"))
+    lan.attach(seg, "b:p1")
     lan.run(5)
     assert not a.show()["ports"]["host"]["edge"]
     assert a.role("host") == "root"  # b has the lower MAC
@@ -157,8 +155,8 @@ def test_falls_back_to_802_1d_next_to_an_802_1d_bridge_and_back():
     assert s.show()["root"]["id"] == r.show()["bridge"]["id"]
     # the 802.1D bridge is replaced by an RSTP one: r goes back to RST BPDUs
     c = lan.bridge("c", 3)
-    c.add_port("p1", 1, bytes([0x0a, 1, 0, 0, 0, 0x63]), PortParams(), True, 1000, lan.now)
-    seg.ends[1] = ("c", "p1")
+    seg.ends.remove(("s", "p1"))
+    lan.attach(seg, "c:p1")
     lan.run(10)
     assert r.show()["ports"]["p1"]["protocol"] == "rstp"
     assert c.show()["ports"]["p1"]["protocol"] == "rstp"
@@ -226,3 +224,90 @@ def test_rstp_port_numbers_and_priorities():
     assert shown["port_id"] == "240.4095" and shown["cost"] == 2000
     with pytest.raises(ValueError, match="rstp-port-priority"):
         a.set_port_params("big", PortParams(priority=100), 0.0)
+
+
+def test_an_802_1d_roots_long_tc_announcement_counts_as_one_topology_change():
+    lan = Lan("rstp")
+    r = lan.bridge("r", 2)
+    lan.bridge("s", 1, mode="stp")  # the 802.1D root
+    lan.link("r:p1", "s:p1")
+    lan.link("r:p2")
+    lan.run(80)  # converged, start-up changes over
+    lan.events["r"].clear()
+    lan.link("s:p2")  # forwards after 30 s: s sets TC in its hellos for 35 s
+    lan.run(70)
+    changes = [e for e in lan.events["r"] if e["event"] == "topology-change"]
+    assert len(changes) == 1
+    assert r.show()["topology_change_count"] == changes[0]["count"]
+
+
+def test_port_with_rstp_disabled_forwards_ignores_bpdus_and_sends_nothing():
+    lan = Lan("rstp")
+    a = lan.bridge("a", 2)
+    lan.bridge("b", 1)
+    seg = lan.link("a:p1", enabled=False)
+    lan.attach(seg, "b:p1")
+    lan.run(5)
+    assert a.forwarding("p1") and a.learning("p1") and a.state("p1") == "disabled"
+    assert ("a", "p1") not in lan.sent
+    assert a.show()["root"]["is_this_bridge"]  # b's BPDUs were not taken in
+    assert a.show()["ports"]["p1"]["rx_bpdus"] > 0
+
+
+def test_port_cost_and_priority_changes_move_the_root_port():
+    lan, b, _ = joined_twice("rstp", settle=5)
+    b.set_port_params("p2", PortParams(path_cost=100), lan.now)
+    lan.run(3)
+    assert (b.role("p1"), b.role("p2")) == ("alternate", "root")
+    b.set_port_params("p2", PortParams(), lan.now)
+    lan.bridges["a"].set_port_params("p2", PortParams(priority=64), lan.now)
+    lan.run(3)  # equal costs: the lower designated port id (a's p2, 64.2) wins
+    assert (b.role("p1"), b.role("p2")) == ("alternate", "root")
+    assert b.show()["ports"]["p2"]["designated_port"] == "64.2"
+
+
+def test_rstp_root_acknowledges_an_802_1d_bridges_tcn_and_announces_the_change():
+    lan = Lan("rstp")
+    r = lan.bridge("r", 1)  # the RSTP root
+    lan.bridge("s", 2, mode="stp")
+    lan.link("r:p1", "s:p1")
+    lan.run(60)
+    assert r.show()["ports"]["p1"]["protocol"] == "stp"
+    lan.events["r"].clear()
+    lan.sent.clear()
+    lan.link("s:p2")  # forwards after 30 s: s detects a change and sends a TCN to r
+    lan.run(33)
+    assert B.TCN in kinds(lan, "s", "p1")
+    answers = [B.decode_frame(f) for f in lan.sent[("r", "p1")]]
+    assert all(a.kind == B.CONFIG for a in answers)
+    assert any(a.flags & B.FLAG_TC_ACK for a in answers)
+    assert any(a.flags & B.FLAG_TC for a in answers)  # the root announces the change
+    assert kinds(lan, "s", "p1").count(B.TCN) <= 2  # acknowledged
+    assert any(e["event"] == "topology-change" for e in lan.events["r"])
+
+
+@pytest.mark.parametrize("mode", ["stp", "rstp"])
+def test_turning_spanning_tree_off_and_on_on_a_port(mode):
+    lan, b, _ = joined_twice(mode, settle=40)
+    assert lan.blocked() == [("b", "p2")]
+    b.set_port_params("p2", PortParams(enabled=False), lan.now)
+    assert b.forwarding("p2") and b.state("p2") == "disabled"  # outside the protocol, as OVS
+    lan.run(5)
+    assert ("b", "p2") not in lan.blocked()
+    b.set_port_params("p2", PortParams(), lan.now)
+    assert not b.forwarding("p2")  # back in: it starts blocked/discarding
+    lan.run(40)
+    assert lan.blocked() == [("b", "p2")]
+    assert b.role("p2") == "alternate"
+
+
+def test_an_auto_edge_port_stays_edge_when_another_parameter_changes():
+    lan = Lan("rstp")
+    a = lan.bridge("a", 1)
+    lan.link("a:host")
+    lan.run(4)
+    assert a.show()["ports"]["host"]["edge"] and a.forwarding("host")
+    a.set_port_params("host", PortParams(path_cost=5), lan.now)
+    assert a.show()["ports"]["host"]["edge"] and a.forwarding("host")
+    a.set_port_params("host", PortParams(path_cost=5, auto_edge=False), lan.now)
+    assert a.show()["ports"]["host"]["edge"]  # 17.25: only a BPDU or the link ends it

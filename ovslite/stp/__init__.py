@@ -46,7 +46,18 @@ are disabled, blocking, listening, learning, forwarding (STP) and disabled,
 discarding, learning, forwarding (RSTP).
 
 Modules: bpdu (the wire format), common (ports, counters, events),
-stp8021d (802.1D-1998 clause 8), rstp and rstp_port (802.1D-2004 clause 17).
+stp8021d (802.1D-1998 clause 8), rstp, rstp_port and rstp_tx (802.1D-2004
+clause 17).
+
+Interop, as seen against the Linux bridge (kernel STP) and Open vSwitch 3.1
+(RSTP) on veth pairs: both elect and block as these machines do. The kernel
+and OVS's stp.c drop RST BPDUs, so an RSTP bridge next to them falls back on
+hearing their configuration BPDUs (and the 802.1D machine here drops RST
+BPDUs too). OVS's alternate ports do not answer a proposal, so the designated
+port facing one keeps proposing and, after 3 s, is taken for an edge port
+(802.1D-2004's bridge detection) and forwards: harmless, the other end is
+discarding, and the next BPDU from it ends the edge state. Limits: no MSTP
+(MST BPDUs are read as RST BPDUs, the CIST only); one spanning tree per bridge.
 """
 
 from __future__ import annotations

@@ -48,6 +48,7 @@ class Rstp(EngineBase):
         self.root_times = self.bridge_times()
         self.next_second = now + 1
         self.flushed: list[str] = []
+        self.last_tc_rx: float | None = None
 
     def bridge_times(self) -> tuple[int, int, int, int]:
         p = self.params
@@ -76,9 +77,10 @@ class Rstp(EngineBase):
         if (port_id, cost) != (port.port_id, port.path_cost):
             port.port_id, port.path_cost = port_id, cost
             port.reselect, port.selected = True, False
-        if port.params.admin_edge != (port.bdm == "EDGE"):
-            port.bdm = "EDGE" if port.params.admin_edge else "NOT_EDGE"
-            port.oper_edge = port.params.admin_edge
+        if port.params.admin_edge != port.admin_edge:  # BDM starts again from BEGIN
+            port.admin_edge = port.params.admin_edge
+            port.bdm = "EDGE" if port.admin_edge else "NOT_EDGE"
+            port.oper_edge = port.admin_edge
         self.run()
 
     def remove(self, port: Port, now: float) -> None:
@@ -224,6 +226,8 @@ class Rstp(EngineBase):
         return all(q.rr_while == 0 for q in self.ports.values() if q is not p)
 
     def all_synced(self, p: Port) -> bool:
+        """allSynced as 802.1Q-2005 defines it: every port but the given one (root or
+        alternate) or but the root port (designated) is synced."""
         ports = self.ports.values()
         if not all(q.selected and q.role == q.selected_role and not q.updt_info for q in ports):
             return False
@@ -242,6 +246,17 @@ class Rstp(EngineBase):
         for p in self.ports.values():
             if p is not caller:
                 p.tc_prop = True
+
+    def note_tc(self, received: bool) -> None:
+        """Count a topology change once: several ports detecting it at one instant,
+        or the TC flag arriving in every hello while a change lasts (an 802.1D
+        root sets it for max age + forward delay), are one change."""
+        last_rx, self.last_tc_rx = self.last_tc_rx, (self.now if received else self.last_tc_rx)
+        if self.tc_time == self.now:
+            return
+        if received and last_rx is not None and self.now - last_rx <= 2 * self.root_times[2]:
+            return
+        self.note_topology_change(self.now)
 
     def flush(self, ports) -> None:
         self.flushed += [p.name for p in ports]

@@ -4,10 +4,11 @@ Each machine is a function `machine(bridge, port) -> bool` that makes at most
 one transition and says whether it did; `Rstp.run` calls them all until none
 moves (the standard's "all machines run until quiescent"). The states and
 variables keep the standard's names (camelCase turned to snake_case), so each
-transition can be checked against the figure it comes from. Two fixes that
+transition can be checked against the figure it comes from. Three fixes that
 802.1Q-2005 made to the 2004 text are taken: a TCN BPDU sets rcvdTcn through
-setTcFlags, and recordDispute marks the port disputed (DESIGNATED_DISCARD) so
-a unidirectional link does not make a loop. Port Receive (17.23) is
+setTcFlags, recordDispute marks the port disputed (DESIGNATED_DISCARD) so a
+unidirectional link does not make a loop, and allSynced leaves out the root
+port (`Rstp.all_synced`). Port Receive (17.23) is
 `Rstp.received`, which runs these machines right after recording a BPDU.
 Times are whole seconds; timers are decremented once a second by `Rstp`.
 """
@@ -56,7 +57,7 @@ class Port(PortBase):
         self.rcvd_msg = self.rcvd_rstp = self.rcvd_stp = False
         self.rcvd_tc = self.rcvd_tcn = self.rcvd_tc_ack = self.tc_prop = self.tc_ack = False
         self.new_info = self.send_rstp = self.mcheck = False
-        self.oper_edge = self.params.admin_edge
+        self.admin_edge = self.oper_edge = self.params.admin_edge
         self.fdb_flush = False
         self.pim = "DISABLED"
         self.prt = "INIT_PORT"

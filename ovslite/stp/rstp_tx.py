@@ -154,7 +154,7 @@ def topology_change(br, p: Port) -> bool:
             new_tc_while(br, p)
             br.set_tc_prop_tree(p)
             p.new_info = True
-            br.note_topology_change(br.now)
+            br.note_tc(received=False)
             return True
         if received:
             return _tc_learning(p)
@@ -173,8 +173,7 @@ def topology_change(br, p: Port) -> bool:
         p.rcvd_tcn = p.rcvd_tc = False
         if p.role == "designated":
             p.tc_ack = True
-        if not br.topology_change:  # the first news of this change
-            br.note_topology_change(br.now)
+        br.note_tc(received=True)
         br.set_tc_prop_tree(p)
         return True
     if p.tc_prop and not p.oper_edge:

@@ -22,6 +22,8 @@ back to 802.1D when it hears this bridge's configuration BPDUs.
 
 from __future__ import annotations
 
+from functools import partial
+
 from .bpdu import CONFIG, FLAG_TC, FLAG_TC_ACK, TCN, Bpdu, seconds_to_wire
 from .common import EngineBase, PortBase, add_cost, bridge_id
 
@@ -147,33 +149,43 @@ class Stp(EngineBase):
         self.report()
 
     def tick(self, now: float) -> None:
-        # bounded: a peer's zero timers could otherwise make a timer due again at once
-        for _ in range(MAX_FIRINGS):
-            due, fire = self._earliest()
-            if due is None or due > now:
+        # One scan finds every timer due by `now`; they fire in time order, each
+        # unless an earlier one stopped or restarted it (then a later scan sees
+        # it). Bounded: a peer's zero timers could make a timer due again at once.
+        fired = 0
+        while fired < MAX_FIRINGS:
+            due = sorted((t for t in self._timers() if t[0] <= now), key=lambda t: t[0])
+            if not due:
                 break
-            self.now = due
-            fire()
+            for when, owner, attr, origin, fire in due:
+                if getattr(owner, attr) is not origin:
+                    continue
+                self.now = when
+                fire()
+                fired += 1
         self.now = now
         self.report()
 
     def next_deadline(self) -> float:
-        due, _ = self._earliest()
-        return float("inf") if due is None else due
+        return min((t[0] for t in self._timers()), default=float("inf"))
 
-    def _earliest(self):
-        timers = [(self.hello_timer, self.hello_time, self.hello_expiry),
-                  (self.tcn_timer, self.bridge_times[1], self.tcn_expiry),
-                  (self.tc_timer, self.max_age + self.forward_delay, self.tc_expiry)]
+    def _timers(self):
+        """(due, owner, attribute, origin, expiry) for every running timer."""
+        for attr, timeout, fire in (
+                ("hello_timer", self.hello_time, self.hello_expiry),
+                ("tcn_timer", self.bridge_times[1], self.tcn_expiry),
+                ("tc_timer", self.max_age + self.forward_delay, self.tc_expiry)):
+            origin = getattr(self, attr)
+            if origin is not None:
+                yield origin + timeout, self, attr, origin, fire
         for p in self.enabled_ports():
-            timers += [(p.msg_age, self.max_age, lambda p=p: self.message_age_expiry(p)),
-                       (p.fwd_delay, self.forward_delay, lambda p=p: self.forward_delay_expiry(p)),
-                       (p.hold, HOLD_TIME, lambda p=p: self.hold_expiry(p))]
-        best = (None, None)
-        for origin, timeout, fire in timers:
-            if origin is not None and (best[0] is None or origin + timeout < best[0]):
-                best = (origin + timeout, fire)
-        return best
+            for attr, timeout, fire in (("msg_age", self.max_age, self.message_age_expiry),
+                                        ("fwd_delay", self.forward_delay,
+                                         self.forward_delay_expiry),
+                                        ("hold", HOLD_TIME, self.hold_expiry)):
+                origin = getattr(p, attr)
+                if origin is not None:
+                    yield origin + timeout, p, attr, origin, partial(fire, p)
 
     # -- views ---------------------------------------------------------------------
 
