@@ -39,6 +39,9 @@ STP_MAC = b"\x01\x80\xc2\x00\x00\x00"
 #: STP port numbers are 8 bits, RSTP's 12
 MAX_PORT_NUMBER = {"stp": 255, "rstp": 4095}
 _VNET_ZERO = bytes(VNET_HDR_LEN)
+#: seconds: the soonest the timer runs again after a run (BPDUs answering BPDUs go
+#: out on the next loop pass instead, through run_soon)
+MIN_TIMER = 0.001
 _MIN_FRAME = 60
 
 
@@ -207,7 +210,8 @@ class BridgeStp:
             self._timer = None
         deadline = self.core.next_deadline()
         if deadline != float("inf"):
-            delay = max(deadline - self.clock(), 0.0)
+            # A floor: a deadline still due after a run must not make the loop spin.
+            delay = max(deadline - self.clock(), MIN_TIMER)
             self._timer = self.loop.call_later(delay, self._on_timer)
 
     def _on_timer(self) -> None:

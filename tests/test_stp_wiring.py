@@ -388,3 +388,26 @@ def test_bpdus_bypass_vlans_and_split_horizon(sw):
     sw.datapath.receive(sw.ports["trk"], [peer[:VNET_HDR_LEN + 6] + B + peer[VNET_HDR_LEN + 12:]])
     assert tree.show()["ports"]["trk"]["rx_bpdus"] == 1
     assert "vlan" not in sw.ports["trk"].stats.drops
+
+
+class Spinning(BaseException):
+    """Not an Exception: BridgeStp._run would log one and go on."""
+
+
+def test_a_deadline_always_due_does_not_spin(sw):
+    sw.add_bridge("br0")
+    sw.add_port("br0", "p1", "test-fake")
+    sw.set_bridge("br0", {"stp": "on"})
+    tree = sw.stp.trees["br0"]
+    tree.core.next_deadline = lambda: 0.0  # a core that would always be due
+    runs = []
+
+    def tick(now):
+        runs.append(now)
+        if len(runs) > 5000:
+            raise Spinning("the timer spins")
+        return []
+
+    tree.core.tick = tick
+    sw.loop.run_until(sw.loop.now + 1.0)
+    assert len(runs) <= 1001  # at most one run a ms, however due it says it is
