@@ -107,7 +107,9 @@ def test_two_ovslite_daemons_rstp(net, make_daemon):
     a, b = make_daemon("a"), make_daemon("b")
     pair = DoubledLink(net, a, b)
     s = wait_for(pair.converged, timeout=CONVERGE, what="one alternate port on brB")
-    assert all(v == "forwarding" for v in ovslite_states(a, pair.brA).values())
+    # the root's ports all forward (its host port once found an edge, or after forward delay)
+    wait_for(lambda: all(v == "forwarding" for v in ovslite_states(a, pair.brA).values()),
+             timeout=CONVERGE, what="every port of the root forwarding")
     show = b.ctl("stp-show", pair.brB).stdout
     assert re.search(r"alternate\s+discarding", show), show
     assert "blocked (rstp: alternate, discarding)" in b.ctl("show").stdout
