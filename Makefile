@@ -10,7 +10,7 @@ DEB_TOOLS := ip:iproute2 ping:iputils-ping iperf3:iperf3 tcpdump:tcpdump ethtool
              trafgen:netsniff-ng pgrep:procps sysctl:procps ss:iproute2 timeout:coreutils \
              systemd-nspawn:systemd-container debootstrap:debootstrap nsenter:util-linux
 
-.PHONY: install deps-system test unit integration lint demo bench clean
+.PHONY: install deps-system test unit integration lint demo demo-overlay bench clean
 
 install: deps-system $(STAMP)
 
@@ -46,8 +46,12 @@ lint: install
 demo: install
 	$(PY) integration/demo.py $(if $(KEEP),--keep) $(if $(QUICK),--quick)
 
+# three hosts, each its own ovslited, joined by a vxlan full mesh (docs/overlay.md)
+demo-overlay: install
+	$(PY) integration/demo_overlay.py $(if $(QUICK),--quick)
+
 bench: install
-	$(PY) -m integration.bench $(if $(QUICK),--quick)
+	$(PY) -m integration.bench $(if $(QUICK),--quick) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

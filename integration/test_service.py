@@ -377,19 +377,21 @@ def devices(box) -> dict:
 
 
 def measure_loss(box, action, seconds: float = 6.0, at: float = 2.0, tail: float = 3.0,
-                 sender: str = "n1") -> dict:
-    """10,000 frames/s from `sender` (a namespace: eth0 is brx's port) to n2 for
-    `seconds`; `action()` at `at`."""
+                 sender: str = "n1", receiver: str = "n2", sender_if: str = "eth0",
+                 receiver_if: str = "eth0") -> dict:
+    """10,000 frames/s from `sender` (a namespace: eth0 is brx's port) to
+    `receiver` for `seconds`; `action()` at `at`."""
     run_tag = uuid.uuid4().hex[:8]
-    mac = box.run("ip", "netns", "exec", "n2", "cat", "/sys/class/net/eth0/address").stdout.strip()
+    mac = box.run("ip", "netns", "exec", receiver, "cat",
+                  f"/sys/class/net/{receiver_if}/address").stdout.strip()
     counter = subprocess.Popen(
-        box.exec_cmd("ip", "netns", "exec", "n2", "python3", FLOW, "count", "eth0", run_tag,
+        box.exec_cmd("ip", "netns", "exec", receiver, "python3", FLOW, "count", receiver_if, run_tag,
                      str(seconds + tail + 1)),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert counter.stdout.readline().strip() == "counting", counter.stderr.read()
         sender = subprocess.Popen(
-            box.exec_cmd("ip", "netns", "exec", sender, "python3", FLOW, "send", "eth0", mac,
+            box.exec_cmd("ip", "netns", "exec", sender, "python3", FLOW, "send", sender_if, mac,
                          run_tag, "10000", str(seconds)),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         time.sleep(at)

@@ -40,15 +40,20 @@ def port_rx(d: Daemon, name: str) -> int:
     return port_stats(d, "br-tun")[name]["rx_packets"]
 
 
-def test_port_with_two_remotes_floods_to_both_and_learns_unicast(net, make_daemon):
-    a, b, c = three_hosts(net)
+def hub_with_two_remotes(make_daemon, a: SimHost, b: SimHost, c: SimHost):
+    """a's port t0 has remotes b and c; b and c each have a port to a. The daemons."""
     d_a = make_daemon("ovslited-a", netns=a.ns)
     d_a.ctl("add-br", "br-tun")
     d_a.ctl("add-port", "br-tun", a.cport)
     d_a.ctl("add-port", "br-tun", "t0", "--type", "vxlan", "-o",
             f"remote_ip={b.underlay_ip},{c.underlay_ip}", "-o", "key=100")
-    d_b = start_ovslite(make_daemon, b, "vxlan", a, "key=100")
-    d_c = start_ovslite(make_daemon, c, "vxlan", a, "key=100")
+    return (d_a, start_ovslite(make_daemon, b, "vxlan", a, "key=100"),
+            start_ovslite(make_daemon, c, "vxlan", a, "key=100"))
+
+
+def test_port_with_two_remotes_floods_to_both_and_learns_unicast(net, make_daemon):
+    a, b, c = three_hosts(net)
+    d_a, d_b, d_c = hub_with_two_remotes(make_daemon, a, b, c)
     assert a.ping(b).returncode == 0
     assert a.ping(c).returncode == 0
     assert b.ping(a).returncode == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -53,6 +54,37 @@ class PrivateOvs:
     def vsctl(self, *args: str) -> str:
         return self.run("ovs-vsctl", f"--db={self.db}", "--timeout=20", *args)
 
+    def tunnel_layout(self, port_type: str, remote_ip: str) -> None:
+        """br-phy with the host's underlay interface, br-int with its container's
+        port and tunnel port t0 (key 100) to `remote_ip`; the address goes on br-phy."""
+        host = self.host
+        host.h("ip", "addr", "flush", "dev", host.underlay_ifname)
+        self.vsctl("add-br", "br-phy", "--", "set", "bridge", "br-phy", "datapath_type=netdev",
+                   "--", "add-port", "br-phy", host.underlay_ifname,
+                   "--", "add-br", "br-int", "--", "set", "bridge", "br-int",
+                   "datapath_type=netdev", "--", "add-port", "br-int", host.cport,
+                   "--", "add-port", "br-int", "t0", "--", "set", "interface", "t0",
+                   f"type={port_type}", f"options:remote_ip={remote_ip}", "options:key=100")
+
+    def first_ping(self, a: SimHost, a_address: str, route: str, ovslite_state) -> None:
+        """Give OVS host A's underlay MAC (it resolves remotes itself and drops what it
+        sends before that), then wait for a first ping from A's container across.
+        OVS installs its datapath flows on the first packets' upcalls; under load
+        the first pings can be lost on its side (once seen in CI)."""
+        appctl = ("ovs-appctl", "-t", f"{self.rundir}/vswitchd.ctl")
+        a_mac = a.h("cat", f"/sys/class/net/{a.underlay_ifname}/address").stdout.strip()
+        wait_for(lambda: route in self.run(*appctl, "ovs/route/show"), timeout=10,
+                 what="OVS to learn the route to A")
+        self.run(*appctl, "tnl/neigh/set", "br-phy", a_address, a_mac)
+        try:
+            wait_for(lambda: a.ping(self.host, count=1).returncode == 0, timeout=20,
+                     interval=0.5, what="a first ping across")
+        except AssertionError:
+            raise AssertionError(
+                f"no ping across: ovslite {ovslite_state()}\n"
+                f"OVS ports: {self.run(*appctl, 'dpctl/show', '-s')}"
+                f"\nOVS log: {(Path(self.rundir) / 'vswitchd.log').read_text()[-3000:]}") from None
+
     def stop(self) -> None:
         for ctl, extra in (("vswitchd.ctl", ["--cleanup"]), ("ovsdb.ctl", [])):
             try:
@@ -70,35 +102,14 @@ def test_ovslite_to_open_vswitch_userspace(net, make_daemon, tmp_path, port_type
     rundir.mkdir()
     ovs = PrivateOvs(b, rundir)
     try:
-        b.h("ip", "addr", "flush", "dev", b.underlay_ifname)
-        ovs.vsctl("add-br", "br-phy", "--", "set", "bridge", "br-phy", "datapath_type=netdev",
-                  "--", "add-port", "br-phy", b.underlay_ifname,
-                  "--", "add-br", "br-int", "--", "set", "bridge", "br-int",
-                  "datapath_type=netdev", "--", "add-port", "br-int", b.cport,
-                  "--", "add-port", "br-int", "t0", "--", "set", "interface", "t0",
-                  f"type={port_type}", f"options:remote_ip={a.underlay_ip}", "options:key=100")
+        ovs.tunnel_layout(port_type, a.underlay_ip)
         b.h("ip", "addr", "add", f"{b.underlay_ip}/24", "dev", "br-phy")
         for dev in ("br-phy", "br-int"):
             b.h("ip", "link", "set", dev, "up")
         d = start_ovslite(make_daemon, a, port_type, b, "key=100")
-        # OVS resolves the remote itself and drops what it sends before that: let it learn A
-        a_mac = a.h("cat", f"/sys/class/net/{a.underlay_ifname}/address").stdout.strip()
-        wait_for(lambda: f"{UNDERLAY}.0/24 dev br-phy" in ovs.run(
-                 "ovs-appctl", "-t", f"{ovs.rundir}/vswitchd.ctl", "ovs/route/show"),
-                 timeout=10, what="OVS to learn the route to A")
-        ovs.run("ovs-appctl", "-t", f"{ovs.rundir}/vswitchd.ctl", "tnl/arp/set", "br-phy",
-                a.underlay_ip, a_mac)
-        # OVS installs its datapath flows on the first packets' upcalls; under load
-        # the first pings can be lost on its side (once seen in CI): wait for the
-        # path, then require every ping of a steady exchange
-        try:
-            wait_for(lambda: a.ping(b, count=1).returncode == 0, timeout=20, interval=0.5,
-                     what="a first ping across")
-        except AssertionError:
-            raise AssertionError(
-                f"no ping across: ovslite t0 {port_info(d, 't0')}\n"
-                f"OVS ports: {ovs.run('ovs-appctl', '-t', f'{ovs.rundir}/vswitchd.ctl', 'dpctl/show', '-s')}"
-                f"\nOVS log: {(rundir / 'vswitchd.log').read_text()[-3000:]}") from None
+        ovs.first_ping(a, a.underlay_ip, f"{UNDERLAY}.0/24 dev br-phy",
+                       lambda: port_info(d, "t0"))
+        # then every ping of a steady exchange
         assert a.ping(b).returncode == 0
         assert b.ping(a).returncode == 0
         # TCP from ovslite's side (offloads on): ovslite segments; OVS's side sends

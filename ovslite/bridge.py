@@ -60,7 +60,8 @@ class Reach:
     def __init__(self, in_port: Port, vlan: int, ports):
         allowed = {}
         for p in ports:
-            if p is in_port or not p.up or not p.stp_forwarding or (in_port.isolated and p.isolated):
+            if p is in_port or not p.up or not p.stp_forwarding or p.mirror_out or \
+                    (in_port.isolated and p.isolated):
                 continue
             if in_port.split_horizon and p.split_horizon:  # tunnel to tunnel: no loops in a mesh
                 continue
@@ -92,6 +93,8 @@ class Bridge:
         #: MAC ageing as configured, and as a topology change (802.1D) wants it meanwhile
         self.configured_aging = float(aging)
         self.stp_aging: float | None = None
+        #: the port mirrors (ovslite.mirror.Mirrors), None without any
+        self.mirrors = None
 
     @property
     def forward_bpdu(self) -> bool:
@@ -130,6 +133,17 @@ class Bridge:
             self._local_macs_changed()
         self.changed()
         return port
+
+    def set_mirrors(self, mirrors) -> None:
+        """New mirrors (ovslite.mirror.Mirrors or None); their output ports leave forwarding."""
+        self.mirrors = mirrors
+        outputs = mirrors.outputs if mirrors is not None else frozenset()
+        for p in self.ports.values():
+            if p.mirror_out != (p in outputs):
+                p.mirror_out = p in outputs
+                if p.mirror_out:
+                    self.macs.flush(p)
+        self.changed()
 
     def set_local_mac(self, port: Port, mac: bytes | None) -> None:
         """`port`'s host-side interface has address `mac` (None: none, or not known).
@@ -225,7 +239,7 @@ class Bridge:
         `forward` took the frame, so its source is learned.
         """
         if not in_port.up or not in_port.stp_forwarding or len(pkt) < MIN_PACKET_LEN + 4 \
-                or pkt[10] & 1:
+                or pkt[10] & 1 or in_port.mirror_out:
             return None
         src_mac = pkt[16:22]
         if (src_mac[0] & 1 or src_mac in self._source_guard) and self.source_drop(in_port, src_mac):
@@ -240,6 +254,8 @@ class Bridge:
         tagged = self.reach(in_port, vlan).unicast.get(dst.port)
         if tagged is None or not ((has_tag and vid == vlan) if tagged else not has_tag):
             return None  # filtered, or re-tagged on the way out
+        if self.mirrors is not None and self.mirrors.unicast_selected(in_port, vlan, dst.port):
+            return None  # mirrored: the copy is made on the slow path
         src = None
         if in_port.learning:
             src = table.get(src_mac)

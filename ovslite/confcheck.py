@@ -11,7 +11,8 @@ or entry; nothing here touches a device, a file or the running switch.
 
 Layout checked (db.py shows an example):
     bridges: {NAME: {"config": {SETTING: value, "static-macs": [ENTRY...]},
-                     "ports": {NAME: {"type": T, "options": {str: str}, "settings": {...}}}}}
+                     "ports": {NAME: {"type": T, "options": {str: str}, "settings": {...}}},
+                     "mirrors": {NAME: {...}}}}   (ovslite.mirrorconf)
 Unknown keys are refused: a misspelt key in a hand-edited file would otherwise
 be ignored without a word. Limits: a port's options are checked as far as they
 can be without the system (an `ip netns` namespace that does not exist yet
@@ -20,18 +21,21 @@ leaves the port down with the reason, as a missing interface does).
 
 from __future__ import annotations
 
+import ipaddress
 import math
 
-from . import portconfig, stpconfig
+from . import mirrorconf, portconfig, stpconfig
 from .names import check_ifname
 from .portconfig import shown
 from .vnet import format_mac, parse_mac
 
 #: the settings set-br takes (parse_bridge_setting checks them)
 BRIDGE_SETTINGS = ("mac-aging-time", "mac-table-size", "forward-bpdu", *stpconfig.BRIDGE_KEYS)
-BRIDGE_KEYS = frozenset({"config", "ports"})
+BRIDGE_KEYS = frozenset({"config", "ports", "mirrors"})
 PORT_KEYS = frozenset({"type", "options", "settings"})
 STATIC_KEYS = frozenset({"mac", "vlan", "port"})
+#: and optionally: a remote of the entry's tunnel port (fdb-add --remote)
+STATIC_OPTIONAL_KEYS = frozenset({"remote"})
 
 
 def _number(key: str, raw, integer: bool) -> int | float:
@@ -87,6 +91,7 @@ def check_bridges(bridges) -> None:
             raise ValueError(f"bridge {br_name}: its name is a port of bridge {owner[br_name]}")
         try:
             check_bridge_config(br.get("config", {}), br["ports"])
+            mirrorconf.check_all(br.get("mirrors", {}), br["ports"])
         except ValueError as exc:
             raise ValueError(f"bridge {br_name}: {exc}") from None
 
@@ -146,9 +151,11 @@ def check_statics(statics, ports: dict) -> None:
     if not isinstance(statics, list):
         raise ValueError("'static-macs' must be a list")
     seen = set()
+    pinned: dict[tuple[str, str], str] = {}
     for e in statics:
-        if not isinstance(e, dict) or set(e) != STATIC_KEYS:
-            raise ValueError(f"static-macs: {shown(e)} is not an object of mac, vlan and port")
+        if not isinstance(e, dict) or not STATIC_KEYS <= set(e) <= STATIC_KEYS | STATIC_OPTIONAL_KEYS:
+            raise ValueError(f"static-macs: {shown(e)} is not an object of mac, vlan, port "
+                             "and optionally remote")
         mac, vlan, port = e["mac"], e["vlan"], e["port"]
         if not isinstance(mac, str):
             raise ValueError(f"static-macs: {shown(mac)} is not a MAC address")
@@ -164,6 +171,34 @@ def check_statics(statics, ports: dict) -> None:
         if not portconfig.carries(ports[port].get("settings", {}), vlan):
             raise ValueError(f"static MAC {mac} in VLAN {vlan}: port {port} does not carry "
                              f"VLAN {vlan}")
+        if "remote" in e:
+            remote = e["remote"]
+            try:
+                if not isinstance(remote, str) or check_static_remote(port, ports[port], remote) != remote:
+                    raise ValueError(f"{shown(remote)} is not an address as fdb-add stores it")
+            except ValueError as exc:
+                raise ValueError(f"static MAC {mac} in VLAN {vlan}: {exc}") from None
+            if pinned.setdefault((port, mac), remote) != remote:  # the port keeps one per MAC
+                raise ValueError(f"static MAC {mac}: pinned to both {pinned[(port, mac)]} and "
+                                 f"{remote} on port {port}")
+
+
+def check_static_remote(port: str, port_conf: dict, text: str) -> str:
+    """`text` as one of the remotes of tunnel port `port` (the address normalised),
+    for a MAC pinned to it; ValueError if the port is no tunnel or has no such remote."""
+    from .tunnel.options import TUNNEL_TYPES, parse_options
+
+    if port_conf.get("type") not in TUNNEL_TYPES:
+        raise ValueError(f"--remote: port {port} is not a tunnel port (vxlan, geneve, gre)")
+    try:
+        remote = str(ipaddress.ip_address(text))
+    except ValueError:
+        raise ValueError(f"--remote: {shown(text)} is not an IP address") from None
+    remotes = [str(r) for r in parse_options(port_conf["type"], port_conf.get("options", {})).remote_ips]
+    if remote not in remotes:
+        raise ValueError(f"--remote: {remote} is not a remote of port {port} "
+                         f"(remote_ip={','.join(remotes)})")
+    return remote
 
 
 def check_static_mac(mac: bytes) -> str:

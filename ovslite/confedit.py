@@ -6,7 +6,8 @@ edited copy, or None when there is nothing to do (--may-exist, --if-exists).
 They never touch the running switch: ovslite.switch checks the result whole
 (ovslite.confcheck), applies it and saves it, or undoes it. An edit also takes
 along what refers to what it deletes: del-port the port's static MACs (as the
-Linux bridge and OVS drop a port's fdb entries), del-br everything of the bridge.
+Linux bridge and OVS drop a port's fdb entries, and takes it out of the port
+mirrors, see ovslite.mirror), del-br everything of the bridge.
 A patch port's `peer` may name a port that is gone: that port shows down.
 """
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import errno
 
-from . import confcheck, portconfig
+from . import confcheck, mirrorconf, portconfig
 from .db import clone
 from .names import check_ifname
 from .vnet import parse_mac
@@ -125,6 +126,8 @@ def del_port(desired: dict, port: str, bridge: str | None = None,
     config = new["bridges"][owner].get("config", {})
     if "static-macs" in config:
         config["static-macs"] = [e for e in config["static-macs"] if e["port"] != port]
+    if "mirrors" in new["bridges"][owner]:
+        new["bridges"][owner]["mirrors"] = mirrorconf.without_port(new["bridges"][owner]["mirrors"], port)
     return new
 
 
@@ -170,15 +173,20 @@ def set_bridge(desired: dict, bridge: str, changes: dict) -> dict:
     return new
 
 
-def fdb_add(desired: dict, bridge: str, mac: bytes, port: str, vlan: int | None) -> dict:
+def fdb_add(desired: dict, bridge: str, mac: bytes, port: str, vlan: int | None,
+            remote: str | None = None) -> dict:
     """Like `bridge fdb add`: without `vlan`, one entry in each VLAN the port carries
-    (portconfig.static_vlans); a VLAN the port does not carry is refused."""
+    (portconfig.static_vlans); a VLAN the port does not carry is refused. `remote`
+    pins MAC to one remote of a tunnel port (as `bridge fdb add MAC dev vxlan0 dst IP`)."""
     _bridge(desired, bridge)
     name(port, "port")
     if port_owner(desired, port) != bridge:
         raise SwitchError(errno.ENOENT, f"no port named {port} on bridge {bridge}")
     text = checked(confcheck.check_static_mac, mac)
-    settings = desired["bridges"][bridge]["ports"][port].get("settings", {})
+    port_conf = desired["bridges"][bridge]["ports"][port]
+    if remote is not None:
+        remote = checked(confcheck.check_static_remote, port, port_conf, remote)
+    settings = port_conf.get("settings", {})
     if vlan is None:
         vlans = portconfig.static_vlans(settings)
     elif portconfig.carries(settings, vlan):
@@ -189,7 +197,8 @@ def fdb_add(desired: dict, bridge: str, mac: bytes, port: str, vlan: int | None)
     config = new["bridges"][bridge].setdefault("config", {})
     statics = [e for e in config.get("static-macs", [])
                if not (e["mac"] == text and e["vlan"] in vlans)]
-    statics += [{"mac": text, "vlan": v, "port": port} for v in vlans]
+    extra = {} if remote is None else {"remote": remote}
+    statics += [{"mac": text, "vlan": v, "port": port, **extra} for v in vlans]
     config["static-macs"] = statics
     return new
 
@@ -202,4 +211,28 @@ def fdb_del(desired: dict, bridge: str, mac: bytes, vlan: int | None) -> dict | 
         return None
     new = clone(desired)
     new["bridges"][bridge]["config"]["static-macs"] = kept
+    return new
+
+
+def add_mirror(desired: dict, bridge: str, name: str, conf: dict) -> dict:
+    """A new mirror, as add-mirror gives it (ovslite.mirrorconf.check with new=True)."""
+    br = _bridge(desired, bridge)
+    checked(mirrorconf.check_name, name)
+    if name in br.get("mirrors", {}):
+        raise SwitchError(errno.EEXIST, f"mirror {name} already exists on bridge {bridge}")
+    checked(mirrorconf.check, name, conf, br["ports"], True)
+    new = clone(desired)
+    new["bridges"][bridge].setdefault("mirrors", {})[name] = dict(conf)
+    return new
+
+
+def del_mirror(desired: dict, bridge: str, name: str) -> dict:
+    br = _bridge(desired, bridge)
+    if name not in br.get("mirrors", {}):
+        raise SwitchError(errno.ENOENT, f"no mirror named {name} on bridge {bridge}")
+    new = clone(desired)
+    mirrors = new["bridges"][bridge]["mirrors"]
+    del mirrors[name]
+    if not mirrors:
+        del new["bridges"][bridge]["mirrors"]
     return new

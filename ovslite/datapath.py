@@ -8,7 +8,10 @@ reads the clock once, and hands the batch to `receive`: frames of a cached
 flow (ovslite.flows) go straight to their final port, the rest to the
 port's bridge (`input`, the slow path). Outputs go straight to the egress
 netdevs; a provider without an fd (patch) feeds its peer bridge through
-`input` in the same pass, with `depth` bounding loops.
+`input` in the same pass, with `depth` bounding loops. A bridge with port
+mirrors (ovslite.mirror) also returns copies, sent after the batch's frames
+with the same non-blocking sends: an output that cannot take them (its ring or
+socket buffer, the bounded queue, is full) loses them, counted per mirror.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import socket
 import time
 from collections.abc import Callable
 
+from . import mirror
 from .bridge import Port
 from .flows import MAX_DEPTH, FlowCache
 from .vnet import VNET_HDR_LEN
@@ -151,11 +155,24 @@ class Datapath:
         if depth >= MAX_DEPTH:
             stats.drop("loop", n)
             return
-        outputs = port.bridge.forward(port, packets, self.clock() if now is None else now)
+        bridge = port.bridge
+        now = self.clock() if now is None else now
+        if bridge.mirrors is None:
+            outputs = bridge.forward(port, packets, now)
+            for out, batch in outputs.items():
+                self.output(out, batch, depth)
+            return
+        outputs, copies = mirror.forward(bridge, port, packets, now)
         for out, batch in outputs.items():
             self.output(out, batch, depth)
+        for (m, out), batch in copies.items():  # after the frames themselves: never before
+            sent = self.output(out, batch, depth)
+            m.packets += sent
+            m.bytes += sum(map(len, batch[:sent])) - sent * VNET_HDR_LEN
+            m.dropped += len(batch) - sent
 
-    def output(self, port: Port, packets: list, depth: int) -> None:
+    def output(self, port: Port, packets: list, depth: int) -> int:
+        """Send `packets` on `port` without waiting; how many left (the rest are counted)."""
         max_len = port.max_len
         if max_len is not None:  # set-port mtu=N; a GSO frame (gso_type != 0) is exempt
             fits = [p for p in packets if len(p) <= max_len or p[1]]
@@ -163,7 +180,7 @@ class Datapath:
                 port.stats.drop(port.oversize_reason, len(packets) - len(fits), tx=True)
                 packets = fits
                 if not packets:
-                    return
+                    return 0
         taps = self.taps.get(port)
         if taps:
             for tap in taps:
@@ -183,6 +200,7 @@ class Datapath:
             stats.tx_packets += sent
             stats.tx_bytes += sum(map(len, packets[:sent])) - sent * VNET_HDR_LEN
             stats.drop("tx-failed", n - sent, tx=True)
+        return sent
 
     def close(self) -> None:
         self.flows.clear()

@@ -73,7 +73,7 @@ class Port:
                  "stats", "bridge", "settings", "mode", "tag", "trunks", "untagged_vlan",
                  "tagged_ok", "learning", "flood", "mcast_flood", "bcast_flood", "isolated",
                  "admin_up", "storm", "max_len", "local_mac", "split_horizon", "oversize_reason",
-                 "stp_forwarding", "stp_learning", "stp_block")
+                 "mirror_out", "stp_forwarding", "stp_learning", "stp_block")
 
     def __init__(self, name: str, type: str = "system", netdev=None, number: int = 0):
         self.name = name
@@ -88,10 +88,10 @@ class Port:
         self.bridge: Bridge | None = None
         #: the MAC of the host's own interface behind this port (an internal port), or None
         self.local_mac: bytes | None = None
-        #: a tunnel port: frames received on one never leave by another (bridge.Reach)
-        self.split_horizon = bool(getattr(netdev, "split_horizon", False))
         #: the drop reason for frames above max_len ("too-big" on a tunnel port)
         self.oversize_reason = "mtu"
+        #: a mirror's output port: copies only, nothing forwarded to or from it (ovslite.mirror)
+        self.mirror_out = False
         #: spanning tree (ovslite.stpport): may forward / learn; why not, for `show`
         self.stp_forwarding = self.stp_learning = True
         self.stp_block: str | None = None
@@ -118,6 +118,9 @@ class Port:
         self.bcast_flood = s.get("bcast-flood", True)
         self.isolated = s.get("isolated", False)
         self.admin_up = s.get("admin", "up") == "up"
+        # In the split-horizon group (bridge.Reach): a frame received on one of its
+        # ports never leaves by another. Tunnel ports by default (netdev.split_horizon).
+        self.split_horizon = s.get("split-horizon", bool(getattr(self.netdev, "split_horizon", False)))
         rate = s.get("storm-control")
         self.storm = TokenBucket(rate) if rate else None
         mtu = s.get("mtu")

@@ -14,6 +14,11 @@ VLAN modes follow Open vSwitch (ovs-vswitchd.conf.db, Port table):
   `tag` (the native VLAN), which leaves tagged or untagged respectively.
 Without `vlan_mode`: access if `tag` is set, else trunk (as OVS).
 
+`split-horizon` (on for tunnel ports, off for the others) puts a port in the
+bridge's split-horizon group: no frame goes from one port of the group to
+another. Turning it off on tunnel ports is for relay designs (a hub host that
+forwards between spokes); a full mesh needs it on.
+
 `parse` is the one validator of a setting: requests hand it text, the
 database hands it typed values, which must then be of exactly the type parse
 would produce (no 1.0 for an int, no 1 for a bool, no NaN), so the two doors
@@ -31,7 +36,7 @@ BOOL_SETTINGS = ("learning", "flood", "mcast-flood", "bcast-flood", "isolated")
 DEFAULTS = {"learning": True, "flood": True, "mcast-flood": True, "bcast-flood": True,
             "isolated": False, "admin": "up", **stpconfig.PORT_BOOLS}
 KNOWN = ("tag", "trunks", "vlan-mode", *BOOL_SETTINGS, "admin", "mtu", "storm-control",
-         *stpconfig.PORT_KEYS)
+         "split-horizon", *stpconfig.PORT_KEYS)
 
 
 _SHORT = reprlib.Repr()
@@ -129,7 +134,7 @@ def parse(settings: dict) -> dict:
             if raw not in VLAN_MODES:
                 raise ValueError(f"vlan-mode: expected one of {', '.join(VLAN_MODES)}, not {shown(raw)}")
             out[key] = raw
-        elif key in BOOL_SETTINGS:
+        elif key in BOOL_SETTINGS or key == "split-horizon":  # the latter: default by type
             out[key] = parse_bool(key, raw)
         elif key == "admin":
             if raw not in ("up", "down"):

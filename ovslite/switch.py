@@ -17,7 +17,7 @@ import errno
 
 import structlog
 
-from . import confedit, linkmon, stpport
+from . import confedit, linkmon, mirror, stpport
 from . import db as dbmod
 from .bridge import Bridge, Port
 from .confedit import SwitchError
@@ -118,10 +118,19 @@ class Switch:
         """mac-aging-time=SECONDS, mac-table-size=N, forward-bpdu=on|off ('' resets one)."""
         self._commit(confedit.set_bridge(self.desired, name, changes))
 
-    def fdb_add(self, bridge: str, mac: bytes, port: str, vlan: int | None = None) -> None:
+    def add_mirror(self, bridge: str, name: str, conf: dict) -> None:
+        """A port mirror (ovslite.mirror); `conf` as stored, checked whole first."""
+        self._commit(confedit.add_mirror(self.desired, bridge, name, conf))
+
+    def del_mirror(self, bridge: str, name: str) -> None:
+        self._commit(confedit.del_mirror(self.desired, bridge, name))
+
+    def fdb_add(self, bridge: str, mac: bytes, port: str, vlan: int | None = None,
+                remote: str | None = None) -> None:
         """A static entry: never aged, never moved by learning; kept in the database.
-        Without `vlan`: in each VLAN the port carries (as `bridge fdb add`)."""
-        self._commit(confedit.fdb_add(self.desired, bridge, mac, port, vlan))
+        Without `vlan`: in each VLAN the port carries (as `bridge fdb add`). With
+        `remote` (a tunnel port's remote_ip): known unicast goes to that remote only."""
+        self._commit(confedit.fdb_add(self.desired, bridge, mac, port, vlan, remote))
 
     def fdb_del(self, bridge: str, mac: bytes, vlan: int | None = None) -> None:
         """Remove MAC's entries, static or learned: in `vlan`, or in every VLAN."""
@@ -200,8 +209,19 @@ class Switch:
                 if port.settings != settings:
                     self._configure_port(port, settings)
             self._sync_statics(br, conf.get("static-macs", []))
+            self._configure_mirrors(br, br_conf.get("mirrors", {}))
         self._resolve()
         self.stp.sync()
+
+    def _configure_mirrors(self, br: Bridge, conf: dict) -> None:
+        before = set(br.mirrors.by_name) if br.mirrors is not None else set()
+        mirror.configure(br, conf)
+        for name in sorted(before - conf.keys()):
+            log.info("mirror removed", bridge=br.name, mirror=name)
+            self.notify("mirror-removed", bridge=br.name, mirror=name)
+        for name in sorted(conf.keys() - before):
+            log.info("mirror added", bridge=br.name, mirror=name)
+            self.notify("mirror-added", bridge=br.name, mirror=name)
 
     def _configure_port(self, port: Port, settings: dict) -> None:
         mtu = settings.get("mtu")
@@ -227,6 +247,13 @@ class Switch:
             current = br.macs.entries.get((vlan, mac))
             if port is not None and not (current and current.static and current.port is port):
                 br.macs.add_static(vlan, mac, port, now)
+        pins: dict[str, dict[bytes, str]] = {}  # fdb-add --remote, per tunnel port
+        for e in wanted:
+            if "remote" in e:
+                pins.setdefault(e["port"], {})[parse_mac(e["mac"])] = e["remote"]
+        for port in br.ports.values():
+            if hasattr(port.netdev, "pin"):
+                port.netdev.pin(pins.get(port.name, {}))
 
     def _resolve(self) -> None:
         """Let ports that refer to other ports (patch peers) re-check them."""

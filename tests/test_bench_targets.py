@@ -50,3 +50,45 @@ def test_rtt_targets_prefer_the_interleaved_figures():
     assert "8 patched bridges <= 1.5x one bridge, RTT p50, unpinned (interleaved)" in out
     assert "1.20x  met" in out and "1.10x  met" in out  # 96/80 and 66/60
     assert "2.00x" not in out
+
+
+def test_overlay_targets_judge_ovslite_vxlan_against_the_kernel_and_ovs():
+    out = "\n".join(lines([
+        result("overlay-kernel", tcp1_gbps=8.0, rate_fps=80e3),
+        result("overlay-ovs", tcp1_gbps=0.0, rate_fps=60e3),
+        result("overlay-ovs-txoff", tcp1_gbps=0.8, rate_fps=50e3),
+        result("overlay-vxlan", tcp1_gbps=4.4, rate_fps=70e3),
+    ]))
+    assert "Issue #13 targets (overlay)" in out
+    assert "Issue #5" not in out  # none of its cases ran
+    assert "vxlan >= 0.5x the kernel's vxlan" in out and "0.55x  met" in out  # 4.4 / 8
+    assert "4x OVS userspace, containers tx off" in out and "5.50x  met" in out  # 4.4 / 0.8
+    assert "64 B frames over vxlan >= 1.3x OVS userspace" in out and "1.17x  NOT met" in out  # 70k / 60k
+
+
+def test_overlay_target_against_an_ovs_that_moved_nothing_says_na():
+    out = "\n".join(lines([result("overlay-ovs-txoff", tcp1_gbps=0.0),
+                           result("overlay-vxlan", tcp1_gbps=0.4)]))
+    assert "containers tx off" in out and "n/a  (the reference is 0)" in out
+    assert "met" not in out
+
+
+def test_every_target_names_cases_the_bench_has():
+    from integration.bench.cases import all_cases
+    from integration.bench.targets import OVERLAY_TARGETS, TARGETS
+
+    names = {c.name for c in all_cases()}
+    for t in TARGETS + OVERLAY_TARGETS:
+        for case, _ in (t.num, t.den):
+            assert case in names, t.text
+
+
+def test_the_overlay_table_says_which_ovs_settings_carried_tcp():
+    from integration.bench.overlay import ovs_tcp_lines
+
+    out = "\n".join(ovs_tcp_lines([
+        result("overlay-ovs", tcp1_gbps=0.0), result("overlay-ovs-tso", tcp1_gbps=0.0),
+        result("overlay-ovs-txoff", tcp1_gbps=0.81), result("overlay-vxlan", tcp1_gbps=0.3),
+    ]))
+    assert "none with OVS, OVS +TSO" in out
+    assert "OVS tx off 0.81" in out and "ovslite" not in out

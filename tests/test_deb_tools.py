@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from integration import demo, nspawn
+from integration import demo, demo_overlay, nspawn
 from integration.bench import runner
 
 MAKEFILE = Path(__file__).resolve().parent.parent / "Makefile"
@@ -27,7 +27,8 @@ def deb_tools() -> dict[str, str]:
 def test_deb_tools_has_every_tool_the_tests_need():
     have = deb_tools()
     for who, tools in (("integration/nspawn.py", dict(nspawn.TOOLS)),
-                       ("integration/bench", runner.TOOLS), ("integration/demo.py", demo.TOOLS)):
+                       ("integration/bench", runner.TOOLS), ("integration/demo.py", demo.TOOLS),
+                       ("integration/demo_overlay.py", demo_overlay.TOOLS)):
         missing = {tool: pkg for tool, pkg in tools.items() if have.get(tool) != pkg}
         assert not missing, f"{who} needs {missing}, which the Makefile's DEB_TOOLS does not install"
 

@@ -62,3 +62,31 @@ def test_unicast_from_local_port_to_a_mac_behind_a_tunnel_goes_there():
     br, t1, t2, p1, p2 = mesh_bridge()
     br.forward(t2, [pkt(BCAST, B)], 0.0)
     assert names(br.forward(p1, [pkt(B, A)], 1.0)) == {"t2"}
+
+
+def test_split_horizon_off_on_both_tunnels_relays_between_them():
+    """The relay design (set-port T split-horizon=off): a hub forwards between spokes."""
+    br, t1, t2, p1, p2 = mesh_bridge()
+    for t in (t1, t2):
+        br.configure_port(t, {"split-horizon": False})
+    assert names(br.forward(t1, [pkt(BCAST, A)], 0.0)) == {"t2", "p1", "p2"}
+    br.forward(t2, [pkt(BCAST, B)], 1.0)  # B learned behind t2
+    assert names(br.forward(t1, [pkt(B, A)], 2.0)) == {"t2"}
+
+
+def test_split_horizon_off_on_one_tunnel_relays_to_and_from_it_only():
+    br, t1, t2, p1, p2 = mesh_bridge()
+    t3 = br.add_port(Port("t3", "gre", TunnelLike()))
+    br.set_port_state(t3, True)
+    br.configure_port(t1, {"split-horizon": False})
+    assert names(br.forward(t1, [pkt(BCAST, A)], 0.0)) == {"t2", "t3", "p1", "p2"}
+    assert names(br.forward(t2, [pkt(BCAST, B)], 0.0)) == {"t1", "p1", "p2"}
+
+
+def test_split_horizon_setting_resets_to_the_ports_default():
+    br, t1, t2, p1, p2 = mesh_bridge()
+    br.configure_port(t1, {"split-horizon": False})
+    br.configure_port(t1, {})
+    assert t1.split_horizon
+    br.configure_port(p1, {"split-horizon": True})  # a local port may join the group
+    assert names(br.forward(t1, [pkt(BCAST, A)], 0.0)) == {"p2"}

@@ -17,6 +17,7 @@ from ovslite.tunnel.checksum import fold, ones_sum, pseudo_header_sum
 from ovslite.tunnel.endpoint import Endpoint, received_header
 from ovslite.tunnel.headers import gre_header, vxlan_header
 from ovslite.tunnel.options import parse_options
+from ovslite.tunnel.remotes import RemoteMap
 from ovslite.vnet import VNET_HDR, VNET_HDR_LEN, ZERO_HDR
 
 REMOTE = "192.168.50.2"
@@ -190,6 +191,7 @@ def opened(options, routes):
     netdev.remotes = [str(r) for r in netdev.tunnel.remote_ips]
     netdev.destinations = [(r, 4789) for r in netdev.remotes]
     netdev.destination_of = {d[0]: [d] for d in netdev.destinations}
+    netdev.remote_map = RemoteMap(netdev.remotes) if len(netdev.remotes) > 1 else None
     netdev.header = netdev.make_header(netdev.tunnel)
     netdev.endpoint = Endpoint("vxlan", socket.AF_INET, 4789, sock=FakeSocket())
     port = Port("t0", "vxlan", netdev)

@@ -20,6 +20,10 @@ the switch, far dearer across CPUs on a VM, so unpinned it follows wherever
 the scheduler put them (30% and more between runs) and only the pinned rows
 give ratios that repeat. The switch gets its own affinity back before TCP.
 
+The overlay section (group "overlay", overlay.py) puts two hosts, each with
+its own switch, on either side of a tunnel: the kernel's vxlan, Open vSwitch
+userspace and ovslite's vxlan, geneve and gre, container to container.
+
 Last, latency-pairs (group "latency", latpairs.py) takes the latency ratios
 again, interleaved: the RTT through a userspace switch drifts a lot
 over minutes on this VM (p50 53 us, then 212 us a minute later), so a ratio
@@ -39,7 +43,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import agingcost, latpairs, measure
+from . import agingcost, latpairs, measure, overlay
 from .resources import CommandError, Resources, run
 from .topo import build
 
@@ -321,6 +325,15 @@ def pairs_case() -> Case:
                 _single_cpu_na(latpairs.CROSS_KEYS), {"topologies": list(latpairs.TOPOS)})
 
 
+def overlay_case(setup: overlay.Setup) -> Case:
+    def fn(res: Resources, s: Settings, step: Step):
+        return overlay.measure_setup(res, setup, s, step)
+
+    return Case(setup.name, overlay.GROUP, setup.label, fn, setup.expected(), setup.na(),
+                {"switch": setup.switch, "tunnel": setup.tunnel, "ovs_tso": setup.ovs_tso,
+                 "tx_off": setup.tx_off})
+
+
 def all_cases() -> list[Case]:
     cases = [core_case(n) for n in CORE]
     cases += [fdb_case(n) for n in FDB_SIZES]
@@ -330,6 +343,7 @@ def all_cases() -> list[Case]:
     cases.append(target_case(*TARGET))
     cases.append(aging_case())
     cases.append(fdb_show_case(FDB_SHOW))
+    cases += [overlay_case(setup) for setup in overlay.SETUPS]
     cases.append(pairs_case())
     return cases
 

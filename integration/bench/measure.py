@@ -66,8 +66,11 @@ def peak_rss_mib(pids: list[int]) -> float | None:
 
 
 # -- TCP ----------------------------------------------------------------------
-def tcp_throughput(h1: Host, h2: Host, seconds: float, streams: int) -> float:
-    """Gbit/s received by h2 from h1 over `seconds` with `streams` parallel connections."""
+def tcp_throughput(h1: Host, h2: Host, seconds: float, streams: int,
+                   connect_timeout: float | None = None) -> float:
+    """Gbit/s received by h2 from h1 over `seconds` with `streams` parallel connections;
+    `connect_timeout` (s) bounds the wait for iperf3's control connection."""
+    bound = ("--connect-timeout", str(int(connect_timeout * 1000))) if connect_timeout else ()
     server = h2.popen("iperf3", "-s", "-1", "-B", h2.ip, "-p", str(IPERF_PORT))
     try:
         wait_for(lambda: h2.run("ss", "-Hltn", f"sport = :{IPERF_PORT}").stdout.strip()
@@ -75,7 +78,7 @@ def tcp_throughput(h1: Host, h2: Host, seconds: float, streams: int) -> float:
         if server.poll() is not None:
             raise CommandError(f"iperf3 server exited with {server.returncode}")
         out = h1.run("iperf3", "-c", h2.ip, "-p", str(IPERF_PORT), "-t", f"{seconds:g}",
-                     "-P", str(streams), "-J", check=False, timeout=seconds + 30).stdout
+                     "-P", str(streams), "-J", *bound, check=False, timeout=seconds + 30).stdout
     finally:
         h1.res.release(server)
     try:

@@ -1,5 +1,6 @@
-"""A quick TCP figure across a tunnel (not `make bench`'s overlay section, which is
-still to come): two namespaced hosts as integration/test_tunnel.py builds them,
+"""A quick TCP figure across a tunnel, both directions (`make bench`'s overlay
+section, integration/bench/overlay.py, measures every setup side by side, one
+direction): two namespaced hosts as integration/test_tunnel.py builds them,
 one iperf3 stream each way between the containers (offloads on), printed as
 (Gbit/s received, sender's retransmits, [CPU seconds per GB moved of host a's
 ovslited, of host b's when it runs one]).

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 
-from . import latpairs, targets
+from . import latpairs, overlay, targets
 
 METRICS: dict[str, tuple[str, str, float, str]] = {
     # key: (label, unit, scale, format)
@@ -31,6 +31,9 @@ METRICS: dict[str, tuple[str, str, float, str]] = {
     "lat_cross_p99_us": ("RTT p99, cross CPU", "us", 1, ".0f"),
     "cpu_s_per_mframe": ("CPU per 1M frames", "s", 1, ".2f"),
     "cpu_util": ("switch CPU in 64 B run", "cores", 1, ".2f"),
+    # overlay: each host's switch processes while one TCP stream ran from a to b
+    "tcp1_cpu_a": ("switch CPU during TCP 1 stream, host a", "cores", 1, ".2f"),
+    "tcp1_cpu_b": ("switch CPU during TCP 1 stream, host b", "cores", 1, ".2f"),
     "rss_peak_mib": ("peak RSS", "MiB", 1, ".1f"),
     "fdb_entries": ("fdb entries", "", 1, ",.0f"),
     # one MAC table aging pass (agingcost.py): none / 1,000 of them expiring, entries
@@ -60,6 +63,7 @@ GROUP_TITLES = {
     "scale-target": "Scaling (ovslite): issue #5 target, ports and MACs on one bridge together",
     "scale-aging": "Scaling (ovslite): one MAC table aging pass (the timer runs one a second)",
     "scale-tools": "Scaling (ovslite): the MAC table's tools with a full table",
+    overlay.GROUP: "Overlay: container -> switch -> tunnel -> switch -> container, two hosts",
     latpairs.GROUP: "Latency, interleaved: 4 topologies up at once, ping blocks alternated",
 }
 #: the interleaved table's ratio columns: (label, numerator topology, denominator topology)
@@ -74,7 +78,9 @@ def fmt_value(key: str, value) -> str:
 
 
 def references(results: list[dict]) -> dict[str, dict]:
-    return {r["name"]: r["metrics"] for r in results if r["name"] in REFERENCES and not r.get("error")}
+    """The core rows' references (name -> metrics) in REFERENCES' order, if they ran."""
+    by_name = {r["name"]: r for r in results}
+    return {n: by_name[n]["metrics"] for n in REFERENCES if n in by_name and not by_name[n].get("error")}
 
 
 def ratio(value, ref) -> float | None:
@@ -99,9 +105,9 @@ def table(results: list[dict], group: str, refs: dict[str, dict]) -> list[str]:
         lines.append(label.ljust(first) + "".join(v.rjust(w) for v, w in zip(cells, widths, strict=True)))
         if key in NO_RATIO:
             continue
-        for ref_name in REFERENCES:
-            ref = refs.get(ref_name, {}).get(key)
-            if ref is None:
+        for ref_name, ref_metrics in refs.items():
+            ref = ref_metrics.get(key)
+            if not ref:  # not measured, or 0 (OVS moved no TCP): a line of n/a says nothing
                 continue
             cells = []
             for c in cols:
@@ -146,7 +152,13 @@ def pairs_table(results: list[dict], group: str, refs: dict[str, dict]) -> list[
     return [*lines, ""]
 
 
-RENDERERS = {latpairs.GROUP: pairs_table}
+def overlay_table(results: list[dict], group: str, refs: dict[str, dict]) -> list[str]:
+    """The overlay rows with their own references: the kernel's vxlan and OVS's."""
+    lines = table(results, group, overlay.references(results))
+    return [*lines, *overlay.ovs_tcp_lines(results), *overlay.LEGEND, ""] if lines else []
+
+
+RENDERERS = {latpairs.GROUP: pairs_table, overlay.GROUP: overlay_table}
 
 
 def render(doc: dict) -> str:

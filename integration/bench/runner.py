@@ -32,7 +32,7 @@ from .resources import CommandError, Resources, leftovers, run
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 TOOLS = {"ip": "iproute2", "ping": "iputils-ping", "iperf3": "iperf3", "trafgen": "netsniff-ng",
-         "ss": "iproute2", "timeout": "coreutils"}
+         "ss": "iproute2", "timeout": "coreutils", "ethtool": "ethtool"}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -40,7 +40,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                                 description="Benchmark ovslite against the Linux bridge and OVS.")
     p.add_argument("--quick", action="store_true", help="about one second per measurement")
     p.add_argument("--only", metavar="NAME,...",
-                   help="cases or groups to run (e.g. linux,ovs,ovslite or core,scaling); --list shows them")
+                   help="cases or groups to run (e.g. linux,ovs,ovslite or core,scaling,overlay); "
+                        "--list shows them")
     p.add_argument("--json", metavar="PATH", help="also write the results JSON to PATH")
     p.add_argument("--list", action="store_true", help="list the cases and exit")
     return p.parse_args(argv)

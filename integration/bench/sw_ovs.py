@@ -16,6 +16,10 @@ keeps OVS's default NORMAL flow, i.e. MAC learning.
 Shutdown: `ovs-appctl exit --cleanup` then `exit` for ovsdb-server, with
 SIGTERM/SIGKILL by pidfile as the fallback (both daemons --detach, so they
 are not our children).
+
+`netns`: both daemons run inside that namespace (the overlay section's hosts
+each run their own OVS there); their sockets stay in the run directory, so
+ovs-vsctl and ovs-appctl reach them from anywhere.
 """
 
 from __future__ import annotations
@@ -53,9 +57,10 @@ def _read_pid(path: str) -> int | None:
 class Ovs:
     kind = "ovs"
 
-    def __init__(self, res: Resources, rundir: str):
+    def __init__(self, res: Resources, rundir: str, netns: str | None = None):
         self.res = res
         self.dir = rundir
+        self.inside = ["ip", "netns", "exec", netns] if netns else []
         self.db = f"unix:{rundir}/db.sock"
         self.env = {**os.environ, "OVS_RUNDIR": rundir, "OVS_DBDIR": rundir, "OVS_LOGDIR": rundir}
         self.notes: list[str] = []
@@ -74,24 +79,31 @@ class Ovs:
         pid = _read_pid(self.path("vswitchd.pid"))
         return [pid] if pid else []
 
-    def start(self) -> None:
+    def appctl(self, *args: str) -> str:
+        return run(["ovs-appctl", "-t", self.path("vswitchd.ctl"), *args], env=self.env).stdout
+
+    def start(self, tso: bool = True) -> None:
         conf = self.path("conf.db")
         run(["ovsdb-tool", "create", conf, SCHEMA], env=self.env)
-        run(["ovsdb-server", conf, f"--remote=punix:{self.path('db.sock')}",
+        run([*self.inside, "ovsdb-server", conf, f"--remote=punix:{self.path('db.sock')}",
              f"--pidfile={self.path('ovsdb.pid')}", f"--unixctl={self.path('ovsdb.ctl')}",
              f"--log-file={self.path('ovsdb.log')}", "-vconsole:off", "--detach"], env=self.env)
         self.res.on_close("ovsdb-server", lambda: self._stop("ovsdb.ctl", "ovsdb.pid", cleanup=False))
         self.vsctl("init", no_wait=True)
-        self.vsctl("set", "Open_vSwitch", ".", "other_config:userspace-tso-enable=true", no_wait=True)
-        run(["ovs-vswitchd", self.db, f"--pidfile={self.path('vswitchd.pid')}",
+        self.vsctl("set", "Open_vSwitch", ".", f"other_config:userspace-tso-enable={str(tso).lower()}",
+                   no_wait=True)
+        run([*self.inside, "ovs-vswitchd", self.db, f"--pidfile={self.path('vswitchd.pid')}",
              f"--unixctl={self.path('vswitchd.ctl')}", f"--log-file={self.path('vswitchd.log')}",
              "-vconsole:off", "--detach"], env=self.env)
         self.res.on_close("ovs-vswitchd", lambda: self._stop("vswitchd.ctl", "vswitchd.pid", cleanup=True))
         wait_for(lambda: self._log_has("userspace_tso") or self._log_has("bridge|INFO|ovs-vswitchd"),
                  10, "ovs-vswitchd to read its configuration")
-        tso = self._log_line("userspace_tso") or self._log_line("Segmentation")
-        self.notes.append(f"OVS log: {tso.split('|')[-1].strip()}" if tso
-                          else "OVS log says nothing about userspace TSO")
+        line = self._log_line("userspace_tso") or self._log_line("Segmentation")
+        if line:
+            self.notes.append(f"OVS log: {line.split('|')[-1].strip()}")
+        else:
+            self.notes.append("OVS log says nothing about userspace TSO"
+                              + ("" if tso else " (userspace-tso-enable=false: OVS's default, off)"))
 
     def _log_line(self, needle: str) -> str:
         try:

@@ -11,7 +11,8 @@ Readiness is the daemon's own "started" log record (emitted after the
 database has been loaded and every port opened), followed by the caller's
 ping through the switch. The FDB is read over the control socket with
 ovslite_ctl's client library; if that is unavailable the count is reported
-as unknown rather than guessed.
+as unknown rather than guessed. `netns`: the daemon runs inside that
+namespace (the overlay section's hosts); its socket is in the work directory.
 """
 
 from __future__ import annotations
@@ -43,8 +44,9 @@ def daemon_cmd() -> list[str]:
 class Ovslite:
     kind = "ovslite"
 
-    def __init__(self, res: Resources, workdir: str):
+    def __init__(self, res: Resources, workdir: str, netns: str | None = None):
         self.res = res
+        self.inside = ["ip", "netns", "exec", netns] if netns else []
         self.dir = workdir
         self.db = os.path.join(workdir, "conf.db")
         self.socket = os.path.join(workdir, "ovslite.sock")
@@ -72,7 +74,7 @@ class Ovslite:
     def start(self, timeout: float = 20.0) -> None:
         with open(self.log, "wb") as log:
             self.proc = self.res.popen(
-                [*daemon_cmd(), "--db", self.db, "--socket", self.socket, "--log-format", "json"],
+                [*self.inside, *daemon_cmd(), "--db", self.db, "--socket", self.socket, "--log-format", "json"],
                 stdout=log, stderr=log)
         self.res.on_close("ovslited", self.stop)
 
@@ -143,8 +145,8 @@ class Ovslite:
 
 
 def start(res: Resources, bridges: dict[str, list[PortSpec]], config: dict | None = None,
-          role: str = "ovslite") -> Ovslite:
-    sw = Ovslite(res, res.tempdir(role))
+          role: str = "ovslite", netns: str | None = None) -> Ovslite:
+    sw = Ovslite(res, res.tempdir(role), netns)
     sw.write_db(bridges, config)
     sw.start()
     return sw

@@ -20,7 +20,8 @@ from .client import Client
 DIRECTION_NAMES = {"i": "in", "o": "out"}
 
 
-def run_capture(client: Client, port: str, write: str | None, count: int | None, direction: str) -> None:
+def run_capture(client: Client, port: str, write: str | None, count: int | None, direction: str,
+                outer: bool = False) -> None:
     out = None
     if write is not None:
         out = sys.stdout.buffer if write == "-" else open(write, "wb")  # noqa: SIM115
@@ -28,7 +29,7 @@ def run_capture(client: Client, port: str, write: str | None, count: int | None,
         out.flush()
     captured = 0
     summary = None
-    values = {"port": port, "direction": direction, "count": count or 0}
+    values = {"port": port, "direction": direction, "count": count or 0, "outer": outer}
     try:
         for msg in client.stream(Cmd.CAPTURE, values):
             blob = msg.get("pcap")
@@ -51,7 +52,8 @@ def run_capture(client: Client, port: str, write: str | None, count: int | None,
         if out is not None and out is not sys.stdout.buffer:
             out.close()
     dropped = summary.get("dropped", 0) if summary else None
-    line = f"{captured} frames captured on {port}"
+    what = "encapsulated packets" if outer else "frames"
+    line = f"{captured} {what} captured on {port}{' (underlay)' if outer else ''}"
     if dropped:
         line += f", {dropped} dropped by the capture (reader too slow; the dataplane lost none)"
     if summary and summary.get("reason"):

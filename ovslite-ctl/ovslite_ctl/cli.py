@@ -24,7 +24,7 @@ import click
 
 from ovslite import __version__
 
-from . import fdb, flows, monitor, stp
+from . import fdb, flows, mirrors, monitor, stp
 from .capture import run_capture
 from .client import DEFAULT_SOCKET, Client, ControlError
 from .common import PROG, Ctl, bridge_settings, kv, port_options, port_settings
@@ -87,6 +87,8 @@ def render_show(data: dict) -> list[str]:
             if port.get("tunnel"):
                 lines.append(f"        tunnel: {kv(port['tunnel'])}")
             lines += [f"        {k}: {v}" for k, v in port.get("settings", {}).items()]
+        for m in br.get("mirrors", []):
+            lines += mirrors.render_mirror(m, "    ")
     if data.get("version"):
         lines.append(f'ovslite_version: "{data["version"]}"')
     return lines
@@ -105,6 +107,9 @@ def render_dump_ports(bridge: str, ports: list[dict]) -> list[str]:
         if s["drops"]:
             drops = ", ".join(f"{k}={v}" for k, v in sorted(s["drops"].items()))
             lines.append(f"{pad}drops: {drops}")
+        for r in p.get("remotes", ()):  # a tunnel port with several remotes
+            lines.append(f"{pad}remote {r['remote']}: rx pkts={r['rx_packets']}, "
+                         f"bytes={r['rx_bytes']}; tx pkts={r['tx_packets']}, bytes={r['tx_bytes']}")
     return lines
 
 
@@ -253,6 +258,7 @@ def set_port(ctl: Ctl, port, settings):
     admin=up|down            administrative state (up)
     mtu=N                    drop larger frames on output; sets the device MTU
     storm-control=N          at most N flooded frames per second in
+    split-horizon=on|off     no frames between ports that have it on (on for tunnels)
     stp-enable=on|off        take part in stp/rstp (on; off: forward regardless)
     stp-port-priority=N      0-255 (128); rstp-port-priority 0-240 in 16s
     stp-path-cost=N          1-65535 (from the speed); rstp-path-cost 1-200000000
@@ -294,10 +300,14 @@ def list_ports(ctl: Ctl, bridge):
 @cli.command("show")
 @click.pass_obj
 def show(ctl: Ctl):
-    """Print every bridge with its ports, their type and state."""
+    """Print every bridge with its ports, their type and state, and its mirrors."""
     with ctl.client() as c:
         data = {"bridges": c.bridges(), "version": c.version().get("version", "")}
         tunnels = {p["name"]: p["info"] for p in c.ports() if "inner_mtu" in p["info"]}
+        for m in mirrors.of_daemon(c):
+            br = next((b for b in data["bridges"] if b["name"] == m["bridge"]), None)
+            if br is not None:
+                br.setdefault("mirrors", []).append(m)
     for port in (p for br in data["bridges"] for p in br["ports"] if p["name"] in tunnels):
         port["tunnel"] = tunnels[port["name"]]  # remote(s), key, inner MTU: facts, not options
     ctl.emit(data, render_show)
@@ -307,7 +317,8 @@ def show(ctl: Ctl):
 @click.argument("bridge")
 @click.pass_obj
 def dump_ports(ctl: Ctl, bridge):
-    """Print BRIDGE's per-port counters and drop reasons."""
+    """Print BRIDGE's per-port counters and drop reasons; per remote for tunnel ports
+    with several remotes (frames and inner bytes)."""
     _name(bridge, "bridge")
     with ctl.client() as c:
         ports = c.ports(bridge)
@@ -320,18 +331,21 @@ def dump_ports(ctl: Ctl, bridge):
 @click.option("-c", "count", type=click.IntRange(min=1), help="stop after COUNT frames")
 @click.option("--direction", type=click.Choice(["in", "out", "both"]), default="both",
               show_default=True, help="frames the port receives, sends, or both")
+@click.option("--outer", is_flag=True,
+              help="tunnel port: its encapsulated packets as on the underlay (outer IP/UDP or IP/GRE)")
 @click.pass_obj
-def capture(ctl: Ctl, port, write, count, direction):
+def capture(ctl: Ctl, port, write, count, direction, outer):
     """Capture the frames PORT receives and sends (any port type, patch too).
 
     \b
     ovslite-ctl capture patch-a                  one line per frame
     ovslite-ctl capture patch-a -w - | tcpdump -nr -
+    ovslite-ctl capture vx0 --outer -w - | tcpdump -nr -    the tunnel's packets
     """
     _name(port, "port")
     client = Client(ctl.socket, None)  # a capture waits for frames as long as it takes
     with client:
-        run_capture(client, port, write, count, direction)
+        run_capture(client, port, write, count, direction, outer)
 
 
 @cli.command("version")
@@ -345,7 +359,8 @@ def version(ctl: Ctl):
                               f"ovslited {d['daemon']} (protocol {d['protocol']})"])
 
 
-for _command in (*fdb.COMMANDS, *flows.COMMANDS, *stp.COMMANDS, monitor.monitor):
+for _command in (*fdb.COMMANDS, *flows.COMMANDS, *mirrors.COMMANDS, *stp.COMMANDS,
+                 monitor.monitor):
     cli.add_command(_command)
 
 

@@ -15,6 +15,9 @@ VLAN = click.IntRange(0, 4094)
 
 
 def render_fdb(entries: list[dict]) -> list[str]:
+    if any("remote" in e for e in entries):  # a tunnel port with several remotes
+        entries = [{**e, "port": f"{e['port']} ({e['remote']})"} if "remote" in e else e
+                   for e in entries]
     width = max([4] + [len(e["port"]) for e in entries])
     # %-formatting with one format string: f-strings re-parse each field's spec per
     # line, ~3 us a line, which was a third of printing 100,000 entries.
@@ -43,7 +46,11 @@ def render_stats(s: dict) -> list[str]:
 @click.option("--vlan", type=VLAN, help="only this VLAN (0: untagged)")
 @click.pass_obj
 def fdb_show(ctl: Ctl, bridge, vlan):
-    """Print BRIDGE's MAC learning table (port, VLAN, MAC, age in seconds or static)."""
+    """Print BRIDGE's MAC learning table (port, VLAN, MAC, age in seconds or static).
+
+    A MAC behind a tunnel port with several remotes shows the remote beside the
+    port: `t0 (192.168.50.2)`.
+    """
     check_name(bridge, "bridge")
     with ctl.client() as c:
         entries = c.fdb(bridge, vlan)
@@ -55,19 +62,21 @@ def fdb_show(ctl: Ctl, bridge, vlan):
 @click.argument("mac")
 @click.argument("port")
 @click.option("--vlan", type=VLAN, help="the entry's VLAN (default: each VLAN PORT carries)")
+@click.option("--remote", metavar="IP", help="tunnel port: MAC is behind this one of its remotes")
 @click.pass_obj
-def fdb_add(ctl: Ctl, bridge, mac, port, vlan):
+def fdb_add(ctl: Ctl, bridge, mac, port, vlan, remote):
     """Add a static entry: MAC is behind PORT of BRIDGE (replaces a learned one).
 
     Without --vlan, as `bridge fdb add`: one entry in each VLAN PORT carries (an
     access port's tag, a trunk's listed VLANs; a trunk of every VLAN: its
-    untagged VLAN). A VLAN PORT does not carry is refused.
+    untagged VLAN). A VLAN PORT does not carry is refused. With --remote (PORT
+    a tunnel port with several remote_ip), frames to MAC go to that remote only.
     """
     check_name(bridge, "bridge")
     mac = check_mac(mac)
     check_name(port, "port")
     with ctl.client() as c:
-        c.fdb_add(bridge, mac, port, vlan)
+        c.fdb_add(bridge, mac, port, vlan, remote)
 
 
 @click.command("fdb-del")

@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import errno
 import struct
+import time
 from collections.abc import Callable, Iterator
 
 import structlog
 
-from .. import __version__, portconfig
+from .. import __version__, mirrorconf, portconfig
 from ..db import BRIDGE_SETTINGS
 from ..stpshow import flatten
 from ..switch import SwitchError
@@ -81,6 +82,14 @@ def _number(port) -> int:
     return port.number
 
 
+def tunnel_remote(entry, now: float) -> str | None:
+    """The remote a MAC entry's frames go to, for ports with several remotes (pinned
+    or learned by the port itself: ovslite.netdev.tunnel), else None. `now` is
+    time.monotonic(), the clock the tunnel ports learn with."""
+    remote_of = getattr(getattr(entry.port, "netdev", None), "remote_of", None)
+    return remote_of(entry.mac, now) if remote_of is not None else None
+
+
 #: the last 4 bytes of a flow key (ovslite.flows): EtherType and 2 more, or TPID and TCI
 _KEY_TAIL = struct.Struct("!HH")
 
@@ -121,6 +130,8 @@ class Handlers:
             C.GET_FDB: self.get_fdb, C.FDB_ADD: self.fdb_add, C.FDB_DEL: self.fdb_del,
             C.FDB_FLUSH: self.fdb_flush, C.FDB_STATS: self.fdb_stats, C.GET_FLOW: self.get_flow,
             C.GET_STP: self.get_stp,
+            C.ADD_MIRROR: self.add_mirror, C.DEL_MIRROR: self.del_mirror,
+            C.GET_MIRROR: self.get_mirror,
         }
 
     # -- configuration ----------------------------------------------------------
@@ -203,16 +214,18 @@ class Handlers:
         try:
             info = {str(k): str(v) for k, v in port.netdev.info().items()}
             early = {str(k): int(v) for k, v in port.netdev.drops().items() if v}
+            per_remote = port.netdev.remote_stats() if hasattr(port.netdev, "remote_stats") else {}
         except Exception as exc:  # a provider bug must not hide every other port
             log.warning("netdev info failed", port=port.name, error=str(exc))
-            info, early = {}, {}
+            info, early, per_remote = {}, {}, {}
         s = port.stats
         stats, drops = s.as_dict(), dict(s.drops)
         for reason, n in early.items():  # dropped by the provider, before the bridge
             drops[reason] = drops.get(reason, 0) + n
             stats["rx_dropped"] += n
+        remotes = [{"remote": r, "stats": c} for r, c in per_remote.items()] or None
         return {**self._port_summary(port), "bridge": br.name, "info": info,
-                "stats": {**stats, "drops": drops}}
+                "stats": {**stats, "drops": drops}, "remotes": remotes}
 
     # -- the MAC learning table ---------------------------------------------------------
     def get_fdb(self, req: m.Request) -> Iterator[dict]:
@@ -230,7 +243,7 @@ class Handlers:
         return (
             {"port": getattr(e.port, "name", str(e.port)), "port_no": getattr(e.port, "number", 0),
              "vlan": e.vlan, "mac": format_mac(e.mac), "age": int(max(now - e.used, 0)),
-             "static": e.static}
+             "static": e.static, "remote": tunnel_remote(e, time.monotonic())}
             for e in entries if e.static or now - e.used <= aging  # aged: absent already
         )
 
@@ -239,8 +252,8 @@ class Handlers:
         pack = m.FDB_ENTRY.pack
         names: dict = {}  # port -> (number, NUL-padded name), once per port
         for start in range(0, len(entries), m.FDB_ENTRY_BATCH):
-            now = clock()
-            records = []
+            now, mono = clock(), time.monotonic()
+            records, remotes = [], []
             for e in entries[start:start + m.FDB_ENTRY_BATCH]:
                 age = now - e.used
                 if not e.static and age > aging:
@@ -249,12 +262,17 @@ class Handlers:
                 if port is None:
                     port = names[e.port] = (getattr(e.port, "number", 0),
                                             getattr(e.port, "name", str(e.port)).encode())
+                remote = tunnel_remote(e, mono)
+                if remote is not None:
+                    remotes.append(m.pack_fdb_remote(len(records), remote))
                 records.append(pack(port[0], int(max(age, 0)), e.vlan, e.static, e.mac, port[1]))
-            yield {"bridge": bridge, "fdb_entries": b"".join(records)}
+            yield {"bridge": bridge, "fdb_entries": b"".join(records),
+                   "fdb_remotes": b"".join(remotes) or None}
 
     def fdb_add(self, req: m.Request) -> None:
         v = req.values
-        self.switch.fdb_add(v["bridge"], _mac(v), v["port"], _vlan(v) if "vlan" in v else None)
+        self.switch.fdb_add(v["bridge"], _mac(v), v["port"], _vlan(v) if "vlan" in v else None,
+                            v.get("remote"))
 
     def fdb_del(self, req: m.Request) -> None:
         v = req.values
@@ -290,6 +308,37 @@ class Handlers:
         else:
             names = sorted(trees)
         return (stp_values(trees[n]) for n in names if n in trees)
+    # -- port mirrors (ovslite.mirror) ----------------------------------------------------
+    def add_mirror(self, req: m.Request) -> None:
+        v = req.values
+        try:
+            mirrorconf.check_name(v["mirror"])
+        except ValueError as exc:
+            raise SwitchError(errno.EINVAL, str(exc)) from None
+        try:
+            conf = mirrorconf.conf_from_request(v)
+        except ValueError as exc:
+            raise SwitchError(errno.EINVAL, f"mirror {v['mirror']}: {exc}") from None
+        self.switch.add_mirror(v["bridge"], v["mirror"], conf)
+
+    def del_mirror(self, req: m.Request) -> None:
+        self.switch.del_mirror(req.values["bridge"], req.values["mirror"])
+
+    def get_mirror(self, req: m.Request) -> Iterator[dict]:
+        """One message per mirror, by bridge and name: its configuration and counters."""
+        pairs = [(br, name) for br in self._bridges(req.values.get("bridge"))
+                 for name in sorted(self.switch.desired["bridges"][br.name].get("mirrors", {}))]
+        return (self._mirror(br, name) for br, name in pairs if self._present(br))
+
+    def _mirror(self, br, name: str) -> dict:
+        conf = self.switch.desired["bridges"].get(br.name, {}).get("mirrors", {}).get(name, {})
+        running = br.mirrors.by_name.get(name) if br.mirrors is not None else None
+        values = mirrorconf.conf_to_values(conf)
+        values.update(bridge=br.name, mirror=name)
+        if running is not None:
+            values.update(packets=running.packets, bytes=running.bytes, dropped=running.dropped,
+                          reason=running.reason or None)
+        return values
 
     # -- the datapath's flow cache --------------------------------------------------------
     def get_flow(self, req: m.Request) -> Iterator[dict]:

@@ -1,4 +1,5 @@
-"""Long-lived replies on a control connection: packet capture.
+"""Long-lived replies on a control connection: packet capture (inner frames by a
+port tap, or with OUTER a tunnel's encapsulated packets: ovslite.tunnel.outer).
 
 A stream is a dump that lasts: NLM_F_MULTI messages sent as events happen,
 ended by NLMSG_DONE when the stream finishes (count reached, port removed) or
@@ -49,11 +50,26 @@ class CaptureStream:
         # The tap runs inside the forwarding pass: it only queues and asks for a
         # pump on the next loop iteration, so encoding never delays forwarding.
         self.capture.on_ready = self._schedule
-        self.switch.datapath.taps.setdefault(self.port, []).append(self.capture)
+        self.outer = None
+        if req.values.get("outer"):  # the tunnel's packets on the underlay (ovslite.tunnel.outer)
+            self.outer = self._open_outer()
+        else:
+            self.switch.datapath.taps.setdefault(self.port, []).append(self.capture)
         self.switch.listeners.append(self._on_switch_event)
         conn.on_close.append(self.stop)
         conn.on_drained.append(self.pump)
         log.info("capture started", port=self.port.name, direction=direction)
+
+    def _open_outer(self):
+        from ..tunnel.outer import OuterError, OuterTap
+
+        if not hasattr(self.port.netdev, "remotes"):
+            raise SwitchError(errno.EINVAL, f"--outer: port {self.port.name} is not a tunnel port "
+                              "(vxlan, geneve, gre)")
+        try:
+            return OuterTap(self.port.netdev, self.capture, self._loop)
+        except OuterError as exc:
+            raise SwitchError(exc.errno, f"--outer: {exc}") from None
 
     def _schedule(self) -> None:
         if not self._scheduled:
@@ -103,6 +119,8 @@ class CaptureStream:
             return
         self.finished = True
         self.conn.forget(self.stop, self.pump)
+        if self.outer is not None:
+            self.outer.close()
         taps = self.switch.datapath.taps.get(self.port)
         if taps and self.capture in taps:
             taps.remove(self.capture)

@@ -16,7 +16,8 @@ pool by a hash of the inner flow, so flows get distinct outer source ports
 (underlay ECMP/RSS) while one flow keeps its port. Non-GSO frames above the
 inner MTU never get here: `resolve` sets the Port's max_len so the datapath
 drops them as `too-big`. Outer UDP checksum as OVS defaults it (zero over IPv4
-unless csum=true: SO_NO_CHECK).
+unless csum=true: SO_NO_CHECK; over IPv6 on unless csum=false: UDP_NO_CHECK6_TX,
+as RFC 6935 allows tunnels).
 
 State: up while every remote has a route (checked at open, on every
 configuration change and on route/address events: Switch.routes_changed),
@@ -29,14 +30,17 @@ checksum is on (csum=true: the kernel refuses UDP GSO without it), else one
 sendto each (~7 µs per datagram).
 
 A port with several remotes learns which remote each inner source MAC came
-from (a bounded table in the port, aged like the bridge's default 300 s):
-known unicast goes to that remote only, the rest to every remote.
+from (ovslite.tunnel.remotes: bounded, aged like the bridge's default 300 s):
+known unicast goes to that remote only, the rest to every remote. A MAC can
+be pinned to a remote (`fdb-add BR MAC PORT --remote IP`: the switch hands
+the port its pins, `pin`); a pin wins over what is learned. Such a port also
+counts frames and inner bytes per remote (`remote_stats`, shown by dump-ports).
 
 Restarts: the shared receive socket is handed over (handover_fds), so what
 arrives meanwhile waits in it; send sockets are made afresh.
 
-Limits (next steps): the learned remotes are not shown by fdb-show and
-cannot be pinned with fdb-add; no UDP_GRO reads.
+Limits (next steps): no UDP_GRO reads; per-remote tx counts frames handed
+to the send path (a send that fails is counted on the port as tx-failed).
 """
 
 from __future__ import annotations
@@ -53,16 +57,15 @@ from .. import rtnl
 from ..tunnel import endpoint as endpoints
 from ..tunnel.headers import flow_key
 from ..tunnel.options import KNOWN_OPTIONS, TunnelOptions, parse_options
+from ..tunnel.remotes import RemoteMap
 from ..tunnel.segment import wire_frames
 from ..vnet import ETH_HLEN, VNET_HDR_LEN
 from .base import LinkStatus, Netdev, NetdevError
 
 #: UDP send sockets per port: distinct outer source ports for distinct flows
 SEND_SOCKETS = 4
-#: inner MACs a multi-remote port remembers, and for how long (the bridge's default aging)
-MAX_REMOTE_MACS = 8192
-REMOTE_MAC_AGING = 300.0
 SO_NO_CHECK = 11
+UDP_NO_CHECK6_TX = 101
 UDP_SEGMENT = 103
 UDP_MAX_SEGMENTS = 64  # the kernel's limit is 128 here; older kernels have 64
 UDP_MAX_PAYLOAD = 65507
@@ -135,8 +138,8 @@ class TunnelNetdev(Netdev):
         self.remotes: list[str] = []
         self.destinations: list[tuple] = []
         self.destination_of: dict[str, list[tuple]] = {}
-        #: ports with several remotes: inner source MAC -> (remote, when learned)
-        self.remote_macs: dict[bytes, tuple[str, float]] = {}
+        #: ports with several remotes: which remote each inner MAC is behind, counters
+        self.remote_map: RemoteMap | None = None
         #: the bridge Port, from resolve(); received frames are delivered as its
         self.port = None
         self.rx_drops: dict[str, int] = {}
@@ -170,6 +173,7 @@ class TunnelNetdev(Netdev):
         self.remotes = [str(r) for r in tunnel.remote_ips]
         self.destinations = [(r, tunnel.dst_port or 0) for r in self.remotes]
         self.destination_of = {d[0]: [d] for d in self.destinations}
+        self.remote_map = RemoteMap(self.remotes) if len(self.remotes) > 1 else None
         self.header = self.make_header(tunnel)
         self.udp_segment = self.type != "gre" and tunnel.csum
         self.endpoint = endpoints.acquire(self.type, family, tunnel.dst_port, inherited)
@@ -205,6 +209,8 @@ class TunnelNetdev(Netdev):
                     sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, tunnel.ttl)
                     if tunnel.tos is not None:
                         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, tunnel.tos)
+                    if self.type != "gre" and not tunnel.csum:  # csum=false: zero, RFC 6935
+                        sock.setsockopt(socket.SOL_UDP, UDP_NO_CHECK6_TX, 1)
                 sock.setblocking(False)
                 endpoints.grow_buffers(sock)
         except OSError as exc:
@@ -266,22 +272,38 @@ class TunnelNetdev(Netdev):
 
     def learn(self, frame, remote: str, now: float) -> None:
         """A frame from `remote` (a port with several remotes): its source MAC is
-        behind that remote. Bounded: the least recently learned entry goes first."""
-        macs = self.remote_macs
-        src = bytes(frame[6:12])
-        macs.pop(src, None)
-        macs[src] = (remote, now)
-        if len(macs) > MAX_REMOTE_MACS:
-            del macs[next(iter(macs))]
+        behind that remote (ovslite.tunnel.remotes)."""
+        if self.remote_map is not None:
+            self.remote_map.learn(bytes(frame[6:12]), remote, len(frame), now)
 
-    def _destinations_for(self, packet, now: float) -> list[tuple]:
-        """Known unicast to the one remote its MAC was learned behind, else all."""
-        if packet[VNET_HDR_LEN] & 1:  # group address: head-end replication
-            return self.destinations
-        entry = self.remote_macs.get(bytes(packet[VNET_HDR_LEN:VNET_HDR_LEN + 6]))
-        if entry is None or now - entry[1] > REMOTE_MAC_AGING:
-            return self.destinations
-        return self.destination_of[entry[0]]
+    def remote_of(self, mac: bytes, now: float) -> str | None:
+        """The remote known unicast to `mac` goes to (pinned or learned); None:
+        every remote, or a port with one remote."""
+        return self.remote_map.remote_of(mac, now) if self.remote_map is not None else None
+
+    def pin(self, pins: dict[bytes, str]) -> None:
+        """The MACs fdb-add pinned to a remote of this port (replaces the previous ones)."""
+        if self.remote_map is not None:
+            self.remote_map.pin(pins)
+
+    def _destinations_for(self, packet, now: float, count: bool = True) -> list[tuple]:
+        """Known unicast to the one remote its MAC is behind, else all; counted
+        per remote unless `count` is off (trace)."""
+        destinations = self.destinations
+        remotes = self.remote_map
+        if remotes is None:
+            return destinations
+        if not packet[VNET_HDR_LEN] & 1:  # a group address: head-end replication
+            remote = remotes.remote_of(bytes(packet[VNET_HDR_LEN:VNET_HDR_LEN + 6]), now)
+            if remote is not None:
+                destinations = self.destination_of[remote]
+        if count:
+            remotes.sent(destinations, len(packet) - VNET_HDR_LEN)
+        return destinations
+
+    def remote_stats(self) -> dict[str, dict[str, int]]:
+        """Per remote of a port with several: rx/tx packets and (inner) bytes."""
+        return self.remote_map.stats() if self.remote_map is not None else {}
 
     def send_batch(self, packets: list) -> int:
         socks = self.send_socks
@@ -322,7 +344,7 @@ class TunnelNetdev(Netdev):
             return "not open"
         destinations = self.destinations
         if len(destinations) > 1:
-            destinations = self._destinations_for(packet, time.monotonic())
+            destinations = self._destinations_for(packet, time.monotonic(), count=False)
         where = ", ".join(f"{ip}:{port}" if port else ip for ip, port in destinations)
         if self.type == "gre":
             key = f"key {tunnel.key}" if tunnel.key_present else "no key"

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 # Step kinds, in the order one bridge visit produces them.
 KINDS = ("flow", "bridge", "ingress", "vlan", "learn", "lookup", "storm", "flood",
-         "egress", "mtu", "output", "patch", "drop", "note", "inject")
+         "egress", "mtu", "output", "patch", "drop", "note", "inject", "mirror")
 
 
 

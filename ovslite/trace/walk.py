@@ -8,7 +8,10 @@ private overlay, so a frame that loops back meets the state the datapath
 would leave. A tunnel output is described by its netdev's describe_output.
 
 Limits: the clock is read once per trace; only the first eviction per table
-is predicted exactly; the walk stops after MAX_STEPS steps.
+is predicted exactly; the walk stops after MAX_STEPS steps. Mirror copies
+(ovslite.mirror) follow the frame's own outputs, as in the datapath: a
+"mirror" step each, then the copy's output (into a patch peer's bridge too),
+so they are outputs of the trace like any frame that leaves the switch.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .. import vnet
+from .. import mirror, vnet
 from ..bridge import BROADCAST, RESERVED_VID, Bridge, Port, is_reserved_group
 from ..datapath import MAX_DEPTH
 from ..stpport import STP_MAC
@@ -112,6 +115,10 @@ class Tracer:
         if len(pkt) < MIN_PACKET_LEN:
             self._drop(br, port, "runt: shorter than an Ethernet header", depth)
             return
+        if port.mirror_out:
+            self._drop(br, port, f"{port.name} is a mirror's output port: what it receives is "
+                       f"dropped (counted as {mirror.OUTPUT_DROP})", depth)
+            return
         vlan, has_tag, vid = br.ingress_vlan(port, pkt)
         if vlan is None:
             role = vlan_role(port)
@@ -131,6 +138,13 @@ class Tracer:
             self._drop(br, port, why, depth)
             return
         self._step("vlan", br, port, self._ingress_vlan_text(port, vlan, has_tag, vid), depth)
+        outs = self._switch(br, port, pkt, vlan, has_tag, vid, depth)
+        if br.mirrors is not None:
+            self._mirror(br, port, pkt, vlan, has_tag, vid, outs, depth)
+
+    def _switch(self, br: Bridge, port: Port, pkt, vlan: int, has_tag: bool, vid: int,
+                depth: int) -> tuple:
+        """Bridge.forward's decisions for a frame accepted in `vlan`: the ports it leaves by."""
         reach = br.reach(port, vlan)
         src, dst = bytes(pkt[vnet.ETH_SRC]), bytes(pkt[vnet.ETH_DST])
         bad_source = br.source_drop(port, src)
@@ -141,7 +155,7 @@ class Tracer:
             self._step("learn", br, port, f"{format_mac(src)} is {why}: never learned", depth)
             self._drop(br, port, f"source {format_mac(src)} is {why} "
                        f"(counted as {bad_source})", depth)
-            return
+            return ()
         self._learn(br, port, vlan, src, depth)
 
         # The lookup, as Bridge.forward does it (after learning).
@@ -151,7 +165,7 @@ class Tracer:
                 self._step("lookup", br, port, f"{what}: not forwarded (forward-bpdu off)", depth)
                 self._drop(br, port, f"{what}, not forwarded without forward-bpdu "
                            "(counted as reserved-group)", depth)
-                return
+                return ()
             self._step("lookup", br, port, f"{what}: flood as multicast (forward-bpdu on)", depth)
             kind, targets = "multicast", reach.multicast
         elif dst[0] & 1:
@@ -176,11 +190,10 @@ class Tracer:
                     else:
                         self._drop(br, out, f"destination {format_mac(dst)} is on {out.name}, "
                                    f"which is unreachable: {why}", depth)
-                    return
+                    return ()
                 self._step("lookup", br, port, f"{where}: hit, on {out.name} ({how}): "
                            f"output to {out.name}", depth)
-                self._emit(br, port, pkt, ((out, tagged),), vlan, has_tag, vid, depth)
-                return
+                return self._emit(br, port, pkt, ((out, tagged),), vlan, has_tag, vid, depth)
             if entry is None:
                 self._step("lookup", br, port, f"{where}: miss: flood as unknown unicast", depth)
             else:
@@ -202,7 +215,7 @@ class Tracer:
             if not ok:
                 self._drop(br, port, f"storm control on {port.name}: more than {storm.rate:g} "
                            "flooded frames/s", depth)
-                return
+                return ()
             self._tokens[port] = self._tokens.get(port, 0) + 1
         reached = {p for p, _ in targets}
         excluded = [f"{p.name} ({not_reached(port, p, vlan, kind)})"
@@ -214,8 +227,8 @@ class Tracer:
         self._step("flood", br, port, detail, depth)
         if not targets:
             self._drop(br, port, f"no port to flood to in VLAN {vlan}", depth)
-            return
-        self._emit(br, port, pkt, targets, vlan, has_tag, vid, depth)
+            return ()
+        return self._emit(br, port, pkt, targets, vlan, has_tag, vid, depth)
 
     def _ingress_vlan_text(self, port: Port, vlan: int, has_tag: bool, vid: int) -> str:
         role = vlan_role(port)
@@ -233,6 +246,31 @@ class Tracer:
         forms = dict(targets)
         for out, (q,) in outputs.items():
             self._output(br, out, q, vlan, forms[out], has_tag, vid, depth)
+        return tuple(outputs)
+
+    def _mirror(self, br: Bridge, in_port: Port, pkt, vlan: int, has_tag: bool, vid: int,
+                outs: tuple, depth: int) -> None:
+        """The copies br's mirrors make of the frame (mirror.Mirrors.select, copy_plan), each
+        then output as the datapath does, after the frame's own outputs."""
+        selected = br.mirrors.select(in_port, vlan, outs)
+        plan = mirror.copy_plan(selected, vlan, br.ports.values())
+        reserved = is_reserved_group(pkt[vnet.ETH_DST])
+        for m in selected:
+            copies = [e for e in plan if e[0] is m and not (e[4] and reserved)]
+            if not copies:
+                if m.out is not None:
+                    why = f"output port {m.out.name} is {_state(m.out)}"
+                elif vlan == m.out_vlan:
+                    why = f"the frame is in output VLAN {vlan} already"
+                elif reserved:
+                    why = "never to an output VLAN for a reserved group address"
+                else:
+                    why = f"no port is up and carries output VLAN {m.out_vlan}"
+                self._step("mirror", br, None, f"mirror {m.name}: no copy ({why})", depth)
+            for _, p, copy_vlan, tagged, _ in copies:
+                self._step("mirror", br, p, f"mirror {m.name}: copy to {p.name}", depth)
+                q = mirror.reform(pkt, has_tag, vid, copy_vlan, tagged)
+                self._output(br, p, q, copy_vlan, tagged, has_tag, vid, depth)
 
     # -- one output (Datapath.output) -------------------------------------------
     def _output(self, br: Bridge, out: Port, q, vlan: int, tagged: bool, has_tag: bool,

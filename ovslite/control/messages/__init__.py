@@ -73,7 +73,9 @@ from .fdbwire import (  # noqa: F401
     FDB_ENTRY_STATIC,
     FDB_EVENT,
     FDB_EVENT_KINDS,
+    FDB_REMOTE,
     pack_fdb_event,
+    pack_fdb_remote,
     unpack_fdb_entries,
     unpack_fdb_events,
 )

@@ -149,9 +149,20 @@ ATTRS = (
     ("OVSLITE_ATTR_OUTPUT", "asciiz"),      # 44 flow: the final egress port
     ("OVSLITE_ATTR_FDB_ENTRIES", "cdata"),  # 45 fdb: FDB_ENTRY records
     ("OVSLITE_ATTR_PACKED", "flag"),        # 46 GET_FDB request: reply with FDB_ENTRIES
-    ("OVSLITE_ATTR_BLOCKED", "asciiz"),     # 47 port: why spanning tree keeps it from forwarding
-    ("OVSLITE_ATTR_OLD", "asciiz"),         # 48 monitor: stp role/state before
-    ("OVSLITE_ATTR_NEW", "asciiz"),         # 49 monitor: stp role/state after (topology change: count)
+    ("OVSLITE_ATTR_MIRROR", "asciiz"),      # 47 mirror: its name (also OUTPUT: its output port,
+    #                                            PACKETS, BYTES, DROPPED: copies, REASON: disabled)
+    ("OVSLITE_ATTR_SELECT_ALL", "flag"),    # 48 mirror: every port's frames, in and out
+    ("OVSLITE_ATTR_SELECT_SRC_PORT", "portlist|nested"),  # 49 mirror: frames received there (PORT each)
+    ("OVSLITE_ATTR_SELECT_DST_PORT", "portlist|nested"),  # 50 mirror: frames sent there (PORT each)
+    ("OVSLITE_ATTR_SELECT_VLAN", "asciiz"),  # 51 mirror: only in these VLANs ("10,20-30")
+    ("OVSLITE_ATTR_OUTPUT_VLAN", "uint16"),  # 52 mirror: flood copies in this VLAN
+    ("OVSLITE_ATTR_REMOTE", "asciiz"),      # 53 a tunnel remote's address (fdb, dump-ports)
+    ("OVSLITE_ATTR_REMOTES", "portlist|nested"),  # 54 GET_PORT: per remote, REMOTE and STATS
+    ("OVSLITE_ATTR_FDB_REMOTES", "cdata"),  # 55 fdb: FDB_REMOTE records beside FDB_ENTRIES
+    ("OVSLITE_ATTR_OUTER", "flag"),         # 56 capture: a tunnel's encapsulated packets
+    ("OVSLITE_ATTR_BLOCKED", "asciiz"),     # 57 port: why spanning tree keeps it from forwarding
+    ("OVSLITE_ATTR_OLD", "asciiz"),         # 58 monitor: stp role/state before
+    ("OVSLITE_ATTR_NEW", "asciiz"),         # 59 monitor: stp role/state after (topology change: count)
 )
 _ATTR_KIND = {name: kind.split("|")[0] for name, kind in ATTRS}
 

@@ -39,6 +39,9 @@ class Cmd(enum.IntEnum):
     TRACE = 42
     GET_FLOW = 50
     GET_STP = 51
+    ADD_MIRROR = 60
+    DEL_MIRROR = 61
+    GET_MIRROR = 62
 
 
 @dataclass(frozen=True)
@@ -61,16 +64,21 @@ COMMANDS: dict[Cmd, CommandSpec] = {
     Cmd.GET_PORT: CommandSpec((), ("bridge", "port"), dump=True),
     Cmd.SET_PORT: CommandSpec(("port", "settings"), ("bridge",)),
     Cmd.GET_FDB: CommandSpec(("bridge",), ("vlan", "packed"), dump=True),
-    Cmd.FDB_ADD: CommandSpec(("bridge", "mac", "port"), ("vlan",)),
+    Cmd.FDB_ADD: CommandSpec(("bridge", "mac", "port"), ("vlan", "remote")),
     Cmd.FDB_DEL: CommandSpec(("bridge", "mac"), ("vlan",)),
     Cmd.FDB_FLUSH: CommandSpec(("bridge",), ("port",)),
     Cmd.FDB_STATS: CommandSpec(("bridge",)),
-    Cmd.CAPTURE: CommandSpec(("port",), ("direction", "count"), dump=True, stream=True),
+    Cmd.CAPTURE: CommandSpec(("port",), ("direction", "count", "outer"), dump=True, stream=True),
     Cmd.MONITOR: CommandSpec((), ("bridge", "groups"), dump=True, stream=True),
     Cmd.TRACE: CommandSpec(("bridge", "port", "dl_src", "dl_dst"), ("vlan", "dl_type", "generate"),
                            dump=True),
     Cmd.GET_FLOW: CommandSpec((), ("bridge",), dump=True),
     Cmd.GET_STP: CommandSpec((), ("bridge",), dump=True),
+    Cmd.ADD_MIRROR: CommandSpec(("bridge", "mirror"), ("select_all", "select_src_port",
+                                                      "select_dst_port", "select_vlan", "output",
+                                                      "output_vlan")),
+    Cmd.DEL_MIRROR: CommandSpec(("bridge", "mirror")),
+    Cmd.GET_MIRROR: CommandSpec((), ("bridge",), dump=True),
 }
 
 

@@ -8,6 +8,7 @@ entry because a flood learns 100k MACs a second and a pyroute2 message costs
 from __future__ import annotations
 
 import errno
+import ipaddress
 import struct
 
 from .commands import ProtocolError
@@ -28,6 +29,11 @@ FDB_ENTRY = struct.Struct("=IIHBx6s2x16s")
 FDB_ENTRY_STATIC = 0x1
 #: FDB_ENTRY records per GET_FDB message (36 KB, well under MAX_MSG_SIZE)
 FDB_ENTRY_BATCH = 1024
+#: Inside OVSLITE_ATTR_FDB_REMOTES, beside FDB_ENTRIES (20 bytes): the index of an
+#: entry in that message's FDB_ENTRIES, the IP version (4 or 6), pad, and the
+#: address (IPv4 in the first 4 bytes) of the tunnel remote the MAC is behind.
+#: Only entries on ports with several remotes whose remote is known have one.
+FDB_REMOTE = struct.Struct("=HBx16s")
 
 
 def pack_fdb_event(kind: int, time_ns: int, vlan: int, mac: bytes, port: str, old_port: str) -> bytes:
@@ -50,8 +56,14 @@ def unpack_fdb_events(blob: bytes) -> list[dict]:
     return out
 
 
-def unpack_fdb_entries(blob: bytes) -> list[dict]:
-    """OVSLITE_ATTR_FDB_ENTRIES -> [{'port', 'port_no', 'vlan', 'mac', 'age', 'static'}]."""
+def pack_fdb_remote(index: int, remote: str) -> bytes:
+    address = ipaddress.ip_address(remote)
+    return FDB_REMOTE.pack(index, address.version, address.packed)
+
+
+def unpack_fdb_entries(blob: bytes, remotes: bytes = b"") -> list[dict]:
+    """OVSLITE_ATTR_FDB_ENTRIES -> [{'port', 'port_no', 'vlan', 'mac', 'age', 'static'}],
+    with 'remote' added from OVSLITE_ATTR_FDB_REMOTES to the entries it names."""
     if len(blob) % FDB_ENTRY.size:
         raise ProtocolError(errno.EPROTO, f"FDB_ENTRIES of {len(blob)} bytes is not a whole "
                             f"number of {FDB_ENTRY.size}-byte records")
@@ -63,6 +75,14 @@ def unpack_fdb_entries(blob: bytes) -> list[dict]:
             name = names[port] = port.rstrip(b"\0").decode(errors="replace")
         out.append({"port": name, "port_no": port_no, "vlan": vlan, "mac": mac.hex(":"),
                     "age": age, "static": bool(flags & FDB_ENTRY_STATIC)})
+    if len(remotes) % FDB_REMOTE.size:
+        raise ProtocolError(errno.EPROTO, f"FDB_REMOTES of {len(remotes)} bytes is not a whole "
+                            f"number of {FDB_REMOTE.size}-byte records")
+    for index, version, address in FDB_REMOTE.iter_unpack(remotes):
+        if index >= len(out) or version not in (4, 6):
+            raise ProtocolError(errno.EPROTO, f"FDB_REMOTES names entry {index} (IPv{version}) "
+                                f"of {len(out)}")
+        out[index]["remote"] = str(ipaddress.ip_address(address[:4] if version == 4 else address))
     return out
 
 
