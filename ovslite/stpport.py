@@ -3,7 +3,7 @@ the event loop, the MAC table, the flow cache and monitors.
 
 One `BridgeStp` per bridge with `stp=on` or `rstp=on` (`StpManager.sync` keeps
 them in step with the desired configuration after every change). Every port
-but the internal one takes part (as in OVS); `stp-enable=off` keeps a port in
+but the internal one and mirror outputs takes part (as in OVS); `stp-enable=off` keeps a port in
 the core as disabled, which forwards as if there were no spanning tree.
 
 Frames: the bridge hands over every frame to 01:80:C2:00:00:00 before any
@@ -82,7 +82,8 @@ def link_speed(port) -> int | None:
 
 
 def takes_part(port) -> bool:
-    return port.type != "internal"
+    """As in OVS: the internal port and mirror output ports take no part."""
+    return port.type != "internal" and not port.mirror_out
 
 
 class BridgeStp:

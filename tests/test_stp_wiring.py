@@ -411,3 +411,17 @@ def test_a_deadline_always_due_does_not_spin(sw):
     tree.core.tick = tick
     sw.loop.run_until(sw.loop.now + 1.0)
     assert len(runs) <= 1001  # at most one run a ms, however due it says it is
+
+
+def test_a_mirror_output_takes_no_part(sw):
+    sw.add_bridge("br0")
+    sw.add_port("br0", "p1", "test-fake")
+    sw.add_port("br0", "mon", "test-fake")
+    sw.set_bridge("br0", {"rstp": "on"})
+    assert "mon" in sw.stp.trees["br0"].members
+    sw.add_mirror("br0", "m0", {"select-all": True, "output-port": "mon"})
+    tree = sw.stp.trees["br0"]
+    assert "mon" not in tree.members and "mon" not in tree.show()["ports"]
+    sw.ports["mon"].netdev.sent.clear()
+    sw.loop.run_until(sw.loop.now + 5)
+    assert not any(p[VNET_HDR_LEN:VNET_HDR_LEN + 6] == STP_MAC for p in sw.ports["mon"].netdev.sent)
