@@ -119,3 +119,18 @@ def test_two_ovslite_daemons_rstp(net, make_daemon):
     run(["ip", "link", "set", pair.forwarding_link(s), "down"])
     wait_for(lambda: hA.ping(hB, count=1, check=False).returncode == 0, timeout=CONVERGE,
              what="hA reaching hB over the other link")
+
+
+def test_rstp_falls_back_to_the_kernels_802_1d(net, daemon):
+    """ovslite in RSTP mode with the kernel bridge's 802.1D: the ports facing the
+    kernel fall back to 802.1D, and the loop is still cut once."""
+    tri = Triangle(net, daemon, "rstp", "kernel", priorities={"K": 4096})
+    try:
+        tri.wait_converged(CONVERGE)
+        for br, port in ((tri.brA, tri.ak), (tri.brB, tri.bk)):
+            # sends 802.1D BPDUs to the kernel once migrate time (3 s) has passed
+            wait_for(lambda: daemon.ctl_json("stp-show", br)[0]["ports"][port]["protocol"] == "stp",
+                     timeout=CONVERGE, what=f"{port} falling back to 802.1D")
+        check_triangle(tri, "K")
+    finally:
+        tri.close()
