@@ -129,8 +129,8 @@ def test_rstp_falls_back_to_the_kernels_802_1d(net, daemon):
         tri.wait_converged(CONVERGE)
         for br, port in ((tri.brA, tri.ak), (tri.brB, tri.bk)):
             # sends 802.1D BPDUs to the kernel once migrate time (3 s) has passed
-            wait_for(lambda: daemon.ctl_json("stp-show", br)[0]["ports"][port]["protocol"] == "stp",
-                     timeout=CONVERGE, what=f"{port} falling back to 802.1D")
+            wait_for(lambda br=br, port=port: daemon.ctl_json("stp-show", br)[0]["ports"][port]
+                     ["protocol"] == "stp", timeout=CONVERGE, what=f"{port} falling back to 802.1D")
         check_triangle(tri, "K")
     finally:
         tri.close()
