@@ -60,7 +60,8 @@ class Reach:
     def __init__(self, in_port: Port, vlan: int, ports):
         allowed = {}
         for p in ports:
-            if p is in_port or not p.up or p.mirror_out or (in_port.isolated and p.isolated):
+            if p is in_port or not p.up or not p.stp_forwarding or p.mirror_out or \
+                    (in_port.isolated and p.isolated):
                 continue
             if in_port.split_horizon and p.split_horizon:  # tunnel to tunnel: no loops in a mesh
                 continue
@@ -87,6 +88,11 @@ class Bridge:
         self.local_macs: dict[bytes, Port] = {}
         #: sources that need a closer look (source_drop): all zeros and the bridge's own MACs
         self._source_guard = frozenset((ZERO_MAC,))
+        #: the bridge's spanning tree (ovslite.stpport.BridgeStp) if stp or rstp is on
+        self.stp = None
+        #: MAC ageing as configured, and as a topology change (802.1D) wants it meanwhile
+        self.configured_aging = float(aging)
+        self.stp_aging: float | None = None
         #: the port mirrors (ovslite.mirror.Mirrors), None without any
         self.mirrors = None
 
@@ -103,6 +109,11 @@ class Bridge:
             self.changed()
 
     # -- configuration ------------------------------------------------------
+    def set_aging(self, seconds: float) -> None:
+        self.configured_aging = float(seconds)
+        fast = self.stp_aging
+        self.macs.aging = self.configured_aging if fast is None else min(self.configured_aging, fast)
+
     def add_port(self, port: Port) -> Port:
         if port.name in self.ports:
             raise ValueError(f"port {port.name} already on bridge {self.name}")
@@ -227,7 +238,8 @@ class Bridge:
         Pure, for the datapath's flow cache (ovslite.flows): call it after
         `forward` took the frame, so its source is learned.
         """
-        if not in_port.up or len(pkt) < MIN_PACKET_LEN + 4 or pkt[10] & 1 or in_port.mirror_out:
+        if not in_port.up or not in_port.stp_forwarding or len(pkt) < MIN_PACKET_LEN + 4 \
+                or pkt[10] & 1 or in_port.mirror_out:
             return None
         src_mac = pkt[16:22]
         if (src_mac[0] & 1 or src_mac in self._source_guard) and self.source_drop(in_port, src_mac):
@@ -260,6 +272,11 @@ class Bridge:
         if not in_port.up:
             in_port.stats.drop("port-down", len(packets))
             return outputs
+        if self.stp is not None:  # BPDUs go to the spanning tree, whatever the port's state
+            packets = self.stp.take_bpdus(in_port, packets, now)
+            if not in_port.stp_forwarding:
+                self._not_forwarding(in_port, packets, now)
+                return outputs
         macs = self.macs
         vlans = macs.vlans
         aging = macs.aging
@@ -365,6 +382,20 @@ class Bridge:
         if unreachable:
             stats.drop("unreachable", unreachable)
         return outputs
+
+    def _not_forwarding(self, in_port: Port, packets: list, now: float) -> None:
+        """A port the spanning tree blocks: drop, and learn sources if it is learning."""
+        if packets:
+            in_port.stats.drop("stp-blocked", len(packets))
+        if not in_port.stp_learning:
+            return
+        for pkt in packets:
+            if len(pkt) < MIN_PACKET_LEN:
+                continue
+            vlan = self.ingress_vlan(in_port, pkt)[0]
+            src = pkt[16:22]
+            if vlan is not None and not (src[0] & 1 or src in self._source_guard):
+                self.macs.learn(vlan, src, in_port, now)
 
     @staticmethod
     def emit(outputs: dict, targets, pkt, vlan: int, has_tag: bool, vid: int) -> None:

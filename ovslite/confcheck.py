@@ -24,13 +24,13 @@ from __future__ import annotations
 import ipaddress
 import math
 
-from . import mirrorconf, portconfig
+from . import mirrorconf, portconfig, stpconfig
 from .names import check_ifname
 from .portconfig import shown
 from .vnet import format_mac, parse_mac
 
 #: the settings set-br takes (parse_bridge_setting checks them)
-BRIDGE_SETTINGS = ("mac-aging-time", "mac-table-size", "forward-bpdu")
+BRIDGE_SETTINGS = ("mac-aging-time", "mac-table-size", "forward-bpdu", *stpconfig.BRIDGE_KEYS)
 BRIDGE_KEYS = frozenset({"config", "ports", "mirrors"})
 PORT_KEYS = frozenset({"type", "options", "settings"})
 STATIC_KEYS = frozenset({"mac", "vlan", "port"})
@@ -62,6 +62,8 @@ def parse_bridge_setting(key: str, raw):
         return None
     if key == "forward-bpdu":
         return portconfig.parse_bool(key, raw)
+    if key in stpconfig.BRIDGE_KEYS:
+        return stpconfig.parse_bridge(key, raw)
     value = _number(key, raw, key == "mac-table-size")
     return float(value) if key == "mac-aging-time" and isinstance(raw, str) else value
 
@@ -140,6 +142,7 @@ def check_bridge_config(config, ports: dict) -> None:
         parsed = parse_bridge_setting(key, value)
         if parsed is None or not _same(parsed, value):
             raise ValueError(f"{key}: {shown(value)} is not a value set-br stores")
+    stpconfig.check_bridge(config)
     check_statics(config.get("static-macs", []), ports)
 
 

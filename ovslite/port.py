@@ -73,7 +73,7 @@ class Port:
                  "stats", "bridge", "settings", "mode", "tag", "trunks", "untagged_vlan",
                  "tagged_ok", "learning", "flood", "mcast_flood", "bcast_flood", "isolated",
                  "admin_up", "storm", "max_len", "local_mac", "split_horizon", "oversize_reason",
-                 "mirror_out")
+                 "mirror_out", "stp_forwarding", "stp_learning", "stp_block")
 
     def __init__(self, name: str, type: str = "system", netdev=None, number: int = 0):
         self.name = name
@@ -92,6 +92,9 @@ class Port:
         self.oversize_reason = "mtu"
         #: a mirror's output port: copies only, nothing forwarded to or from it (ovslite.mirror)
         self.mirror_out = False
+        #: spanning tree (ovslite.stpport): may forward / learn; why not, for `show`
+        self.stp_forwarding = self.stp_learning = True
+        self.stp_block: str | None = None
         self.configure({})
 
     def configure(self, settings: dict) -> None:

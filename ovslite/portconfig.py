@@ -29,12 +29,14 @@ from __future__ import annotations
 
 import reprlib
 
+from . import stpconfig
+
 VLAN_MODES = ("access", "trunk", "native-tagged", "native-untagged")
 BOOL_SETTINGS = ("learning", "flood", "mcast-flood", "bcast-flood", "isolated")
 DEFAULTS = {"learning": True, "flood": True, "mcast-flood": True, "bcast-flood": True,
-            "isolated": False, "admin": "up"}
+            "isolated": False, "admin": "up", **stpconfig.PORT_BOOLS}
 KNOWN = ("tag", "trunks", "vlan-mode", *BOOL_SETTINGS, "admin", "mtu", "storm-control",
-         "split-horizon")
+         "split-horizon", *stpconfig.PORT_KEYS)
 
 
 _SHORT = reprlib.Repr()
@@ -142,6 +144,8 @@ def parse(settings: dict) -> dict:
             out[key] = _positive(key, raw, 68, 65535)
         elif key == "storm-control":
             out[key] = _positive(key, raw, 1, 100_000_000)
+        elif key in stpconfig.PORT_KEYS:
+            out[key] = stpconfig.parse_port(key, raw)
     return out
 
 

@@ -17,7 +17,7 @@ import errno
 
 import structlog
 
-from . import confedit, linkmon, mirror
+from . import confedit, linkmon, mirror, stpport
 from . import db as dbmod
 from .bridge import Bridge, Port
 from .confedit import SwitchError
@@ -43,6 +43,7 @@ class Switch:
         #: restarts (ovslite.handover.Handover), set by the daemon: fds handed
         #: over by the previous instance, and the fd store of this one
         self.handover = None
+        self.stp = stpport.StpManager(self)
 
     # -- start and stop -----------------------------------------------------
     def load(self) -> None:
@@ -62,6 +63,7 @@ class Switch:
             raise
 
     def shutdown(self) -> None:
+        self.stp.close()
         for name in list(self.bridges):
             self._remove_bridge(name)
 
@@ -186,9 +188,9 @@ class Switch:
             if br is None:
                 br = self.bridges[br_name] = Bridge(br_name)
                 log.info("bridge added", bridge=br_name)
-                self._notify("bridge-added", bridge=br_name)
+                self.notify("bridge-added", bridge=br_name)
             conf = br_conf.get("config", {})
-            br.macs.aging = float(conf.get("mac-aging-time", DEFAULT_AGING))
+            br.set_aging(conf.get("mac-aging-time", DEFAULT_AGING))
             br.macs.resize(int(conf.get("mac-table-size", DEFAULT_SIZE)))
             br.forward_bpdu = bool(conf.get("forward-bpdu", False))
             for port_name in [p for p in br.ports if p not in br_conf["ports"]]:
@@ -209,16 +211,17 @@ class Switch:
             self._sync_statics(br, conf.get("static-macs", []))
             self._configure_mirrors(br, br_conf.get("mirrors", {}))
         self._resolve()
+        self.stp.sync()
 
     def _configure_mirrors(self, br: Bridge, conf: dict) -> None:
         before = set(br.mirrors.by_name) if br.mirrors is not None else set()
         mirror.configure(br, conf)
         for name in sorted(before - conf.keys()):
             log.info("mirror removed", bridge=br.name, mirror=name)
-            self._notify("mirror-removed", bridge=br.name, mirror=name)
+            self.notify("mirror-removed", bridge=br.name, mirror=name)
         for name in sorted(conf.keys() - before):
             log.info("mirror added", bridge=br.name, mirror=name)
-            self._notify("mirror-added", bridge=br.name, mirror=name)
+            self.notify("mirror-added", bridge=br.name, mirror=name)
 
     def _configure_port(self, port: Port, settings: dict) -> None:
         mtu = settings.get("mtu")
@@ -227,9 +230,9 @@ class Switch:
         before = (port.up, port.reason)
         port.bridge.configure_port(port, settings)
         log.info("port settings", bridge=port.bridge.name, port=port.name, **settings)
-        self._notify("port-settings", bridge=port.bridge.name, port=port.name)
+        self.notify("port-settings", bridge=port.bridge.name, port=port.name)
         if (port.up, port.reason) != before:  # admin=up/down
-            self._notify("port-state", bridge=port.bridge.name, port=port.name,
+            self.notify("port-state", bridge=port.bridge.name, port=port.name,
                          state="up" if port.up else "down", reason=port.reason)
 
     def _sync_statics(self, br: Bridge, wanted: list) -> None:
@@ -288,7 +291,7 @@ class Switch:
         self._handover_opened(port)
         self._read_link(netdev)
         log.info("port added", bridge=br.name, port=name, type=conf["type"])
-        self._notify("port-added", bridge=br.name, port=name)
+        self.notify("port-added", bridge=br.name, port=name)
 
     def _remove_port(self, br: Bridge, name: str) -> None:
         port = br.ports[name]
@@ -300,7 +303,7 @@ class Switch:
         self.ports.pop(name, None)
         self.unopened.pop(name, None)
         log.info("port removed", bridge=br.name, port=name)
-        self._notify("port-removed", bridge=br.name, port=name)
+        self.notify("port-removed", bridge=br.name, port=name)
 
     def _remove_bridge(self, name: str) -> None:
         br = self.bridges[name]
@@ -308,7 +311,7 @@ class Switch:
             self._remove_port(br, port_name)
         del self.bridges[name]
         log.info("bridge removed", bridge=name)
-        self._notify("bridge-removed", bridge=name)
+        self.notify("bridge-removed", bridge=name)
 
     # -- restarts (ovslite.handover) -------------------------------------------
     def _handover_opened(self, port: Port) -> None:
@@ -326,8 +329,9 @@ class Switch:
             state = "up" if port.up else "down"
             log.info("port state", bridge=port.bridge.name, port=port.name, state=state,
                      reason=port.reason)
-            self._notify("port-state", bridge=port.bridge.name, port=port.name, state=state,
+            self.notify("port-state", bridge=port.bridge.name, port=port.name, state=state,
                          reason=port.reason)
+            self.stp.link(port)
 
     @staticmethod
     def _read_link(netdev) -> None:
@@ -394,7 +398,7 @@ class Switch:
                 log.error("cannot restore mtu", bridge=port.bridge.name, port=port.name,
                           error=str(exc))
 
-    def _notify(self, event: str, **fields) -> None:
+    def notify(self, event: str, **fields) -> None:
         for listener in list(self.listeners):  # a listener may remove itself
             listener(event, **fields)
 

@@ -24,7 +24,7 @@ import click
 
 from ovslite import __version__
 
-from . import fdb, flows, mirrors, monitor
+from . import fdb, flows, mirrors, monitor, stp
 from .capture import run_capture
 from .client import DEFAULT_SOCKET, Client, ControlError
 from .common import PROG, Ctl, bridge_settings, kv, port_options, port_settings
@@ -70,7 +70,7 @@ def _fail(message: str, code: int):
 
 def _state(port: dict) -> str:
     if port["up"]:
-        return "up"
+        return f"up, blocked ({port['blocked']})" if port.get("blocked") else "up"
     return f"down ({port['reason']})" if port["reason"] else "down"
 
 
@@ -185,7 +185,15 @@ def set_br(ctl: Ctl, bridge, settings):
     \b
     mac-aging-time=SECONDS   forget a MAC not seen for this long (300)
     mac-table-size=N         at most N learned MAC entries (8192; static ones aside)
-    forward-bpdu=on|off      forward 01:80:c2:00:00:0x frames (STP, LACP...) (off)
+    forward-bpdu=on|off      forward 01:80:c2:00:00:0x frames (STP, LACP...) (off;
+                             with stp or rstp on, BPDUs are never forwarded)
+    stp=on|off               IEEE 802.1D spanning tree (off)
+    rstp=on|off              IEEE 802.1w rapid spanning tree (off; not with stp)
+    stp-priority=N           0-65535 (32768); rstp-priority 0-61440 in 4096s
+    stp-hello-time=S         1-10 (2); rstp-hello-time 1-2 (2)
+    stp-max-age=S            6-40 (20); rstp-max-age likewise
+    stp-forward-delay=S      4-30 (15); rstp-forward-delay likewise
+    rstp-transmit-hold-count=N  1-10 (6)
     """
     _name(bridge, "bridge")
     changes = bridge_settings(settings)
@@ -251,6 +259,11 @@ def set_port(ctl: Ctl, port, settings):
     mtu=N                    drop larger frames on output; sets the device MTU
     storm-control=N          at most N flooded frames per second in
     split-horizon=on|off     no frames between ports that have it on (on for tunnels)
+    stp-enable=on|off        take part in stp/rstp (on; off: forward regardless)
+    stp-port-priority=N      0-255 (128); rstp-port-priority 0-240 in 16s
+    stp-path-cost=N          1-65535 (from the speed); rstp-path-cost 1-200000000
+    rstp-admin-edge=on|off   an edge port: forwards at once (off)
+    rstp-auto-edge=on|off    an edge port if it hears no BPDU (on)
     """
     _name(port, "port")
     changes = port_settings(settings)
@@ -346,7 +359,8 @@ def version(ctl: Ctl):
                               f"ovslited {d['daemon']} (protocol {d['protocol']})"])
 
 
-for _command in (*fdb.COMMANDS, *flows.COMMANDS, *mirrors.COMMANDS, monitor.monitor):
+for _command in (*fdb.COMMANDS, *flows.COMMANDS, *mirrors.COMMANDS, *stp.COMMANDS,
+                 monitor.monitor):
     cli.add_command(_command)
 
 

@@ -18,6 +18,7 @@ import socket
 
 from ovslite.control import messages as m
 from ovslite.control.messages import Cmd
+from ovslite.stpshow import unflatten
 
 DEFAULT_SOCKET = "/run/ovslite/ovslite.sock"
 
@@ -152,6 +153,18 @@ class Client:
              "ports": [_port(p) for p in r.get("ports", [])]}
             for r in self.request(Cmd.GET_BR, {"bridge": name}, dump=True)
         ]
+
+    def stp(self, bridge: str | None = None) -> list[dict]:
+        """Per bridge with stp or rstp on: {'bridge', 'mode', 'bridge', 'root', ...,
+        'ports': {name: {...}}}, as the daemon's spanning tree shows it (stpshow)."""
+        out = []
+        for r in self.request(Cmd.GET_STP, {"bridge": bridge}, dump=True):
+            tree = unflatten(r.get("info", {}))
+            tree["name"] = r.get("bridge", "")
+            tree["ports"] = {p.get("port", ""): unflatten(p.get("info", {}))
+                             for p in r.get("ports", [])}
+            out.append(tree)
+        return out
 
     def set_bridge(self, name: str, settings: dict[str, str]) -> None:
         self.request(Cmd.SET_BR, {"bridge": name, "settings": settings})
@@ -311,4 +324,5 @@ def _port(r: dict) -> dict:
     up = bool(r.get("up"))
     return {"name": r.get("port", ""), "type": r.get("type", ""), "number": r.get("port_no", 0),
             "up": up, "reason": "" if up else r.get("reason", ""), "options": r.get("options", {}),
-            "settings": r.get("settings", {})}
+            "settings": r.get("settings", {}),
+            **({"blocked": r["blocked"]} if r.get("blocked") else {})}

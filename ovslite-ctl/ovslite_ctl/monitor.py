@@ -20,7 +20,7 @@ from .common import Ctl, check_name
 
 GROUPS = {"config": McGroup.CONFIG, "state": McGroup.STATE, "fdb": McGroup.FDB}
 #: the order fields are printed in; others follow sorted
-FIELDS = ("bridge", "port", "type", "port_no", "state", "reason", "vlan", "mac", "old_port",
+FIELDS = ("bridge", "port", "type", "port_no", "state", "reason", "old", "new", "vlan", "mac", "old_port",
           "settings", "count")
 
 

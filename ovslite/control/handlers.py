@@ -28,6 +28,7 @@ import structlog
 
 from .. import __version__, mirrorconf, portconfig
 from ..db import BRIDGE_SETTINGS
+from ..stpshow import flatten
 from ..switch import SwitchError
 from ..trace import vlan_ranges
 from ..vnet import TPID_8021Q, format_mac, parse_mac
@@ -106,6 +107,16 @@ def flow_values(in_port, key: bytes, flow, now: float) -> dict:
             "output": flow.out.name}
 
 
+def stp_values(tree) -> dict:
+    """One bridge's spanning tree as a GET_STP reply message."""
+    shown = tree.show()
+    ports = shown.pop("ports")
+    numbers = {name: p.get("number", 0) for name, p in ports.items()}
+    return {"bridge": tree.bridge.name, "info": flatten(shown),
+            "ports": [{"port": name, "port_no": numbers[name], "info": flatten(ports[name])}
+                      for name in sorted(ports, key=numbers.get)]}
+
+
 class Handlers:
     def __init__(self, switch):
         self.switch = switch
@@ -118,6 +129,7 @@ class Handlers:
             C.DEL_PORT: self.del_port, C.GET_PORT: self.get_port, C.SET_PORT: self.set_port,
             C.GET_FDB: self.get_fdb, C.FDB_ADD: self.fdb_add, C.FDB_DEL: self.fdb_del,
             C.FDB_FLUSH: self.fdb_flush, C.FDB_STATS: self.fdb_stats, C.GET_FLOW: self.get_flow,
+            C.GET_STP: self.get_stp,
             C.ADD_MIRROR: self.add_mirror, C.DEL_MIRROR: self.del_mirror,
             C.GET_MIRROR: self.get_mirror,
         }
@@ -167,7 +179,8 @@ class Handlers:
 
     def _port_summary(self, port) -> dict:
         return {"port": port.name, "type": port.type, "port_no": port.number, "up": port.up,
-                "reason": None if port.up else port.reason, "options": self._options(port),
+                "reason": None if port.up else port.reason, "blocked": port.stp_block,
+                "options": self._options(port),
                 "settings": settings_text(port.settings)}
 
     def _bridge_settings(self, name: str) -> dict[str, str]:
@@ -281,6 +294,20 @@ class Handlers:
                                          "mac-table-size": int(macs.max_entries)})
         return {"bridge": br.name, "counters": counters, "settings": settings}
 
+    # -- spanning tree ----------------------------------------------------------------
+    def get_stp(self, req: m.Request) -> Iterator[dict]:
+        """Per bridge with stp or rstp on: what ovs-appctl stp/show prints, as flat
+        key/value text (stpshow.flatten)."""
+        name = req.values.get("bridge")
+        trees = self.switch.stp.trees
+        if name is not None:
+            self.switch.bridge(name)  # ENOENT if absent
+            if name not in trees:
+                raise SwitchError(errno.ENOENT, f"bridge {name} has neither stp nor rstp on")
+            names = [name]
+        else:
+            names = sorted(trees)
+        return (stp_values(trees[n]) for n in names if n in trees)
     # -- port mirrors (ovslite.mirror) ----------------------------------------------------
     def add_mirror(self, req: m.Request) -> None:
         v = req.values

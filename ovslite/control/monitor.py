@@ -51,7 +51,8 @@ CONFIG, STATE, FDB = m.McGroup.CONFIG, m.McGroup.STATE, m.McGroup.FDB
 #: switch event -> the group that receives it
 EVENT_GROUPS = {"bridge-added": CONFIG, "bridge-removed": CONFIG, "port-added": CONFIG,
                 "port-removed": CONFIG, "port-settings": CONFIG, "port-state": STATE,
-                "mirror-added": CONFIG, "mirror-removed": CONFIG}
+                "mirror-added": CONFIG, "mirror-removed": CONFIG,
+                "stp-state": STATE, "stp-role": STATE, "topology-change": STATE}
 MAC_KINDS = {name: code for code, name in m.FDB_EVENT_KINDS.items()}
 # Queue items: (kind, time_ns, ...). kind > 0 is a MAC event (MAC_KINDS):
 # (kind, t, bridge, vlan, mac, port name, old port name or ""); SWITCH: (SWITCH, t,
@@ -230,6 +231,8 @@ class MonitorHub:
 
     def _values(self, event: str, fields: dict) -> dict:
         values = {"bridge": fields.get("bridge")}
+        if event.startswith(("stp-", "topology-")):  # ovslite.stpport: old and new, as text
+            return {**values, **{k: fields[k] for k in ("port", "old", "new") if k in fields}}
         if "mirror" in fields:
             values["mirror"] = fields["mirror"]
         name = fields.get("port")

@@ -64,6 +64,8 @@ def not_reached(in_port: Port, p: Port, vlan: int, kind: str | None = None) -> s
         return "the ingress port"
     if not p.up:
         return _state(p)
+    if not p.stp_forwarding:
+        return f"blocked by spanning tree ({p.stp_block or 'not forwarding'})"
     if in_port.isolated and p.isolated:
         return f"isolated, as is {in_port.name}"
     if in_port.split_horizon and p.split_horizon:

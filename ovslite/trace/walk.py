@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from .. import mirror, vnet
 from ..bridge import BROADCAST, RESERVED_VID, Bridge, Port, is_reserved_group
 from ..datapath import MAX_DEPTH
+from ..stpport import STP_MAC
 from ..vnet import MIN_PACKET_LEN, format_mac
 from .explain import SOURCE_DROPS, _state, egress_form, link_local_name, not_reached, vlan_role
 from .flow import Flow
@@ -100,6 +101,16 @@ class Tracer:
                    f"{port.name} (port {port.number}, type {port.type}): {_state(port)}", depth)
         if not port.up:
             self._drop(br, port, f"ingress port {port.name} is {_state(port)}", depth)
+            return
+        if br.stp is not None and bytes(pkt[vnet.ETH_DST]) == STP_MAC:
+            self._drop(br, port, f"a BPDU: taken by the bridge's spanning tree ({br.stp.mode}), "
+                       "never forwarded", depth)
+            return
+        if not port.stp_forwarding:
+            learns = "learns sources, " if port.stp_learning else ""
+            self._drop(br, port, f"ingress port {port.name} is blocked by spanning tree "
+                       f"({port.stp_block or 'not forwarding'}): {learns}forwards nothing "
+                       "(counted as stp-blocked)", depth)
             return
         if len(pkt) < MIN_PACKET_LEN:
             self._drop(br, port, "runt: shorter than an Ethernet header", depth)

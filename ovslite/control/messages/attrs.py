@@ -160,6 +160,9 @@ ATTRS = (
     ("OVSLITE_ATTR_REMOTES", "portlist|nested"),  # 54 GET_PORT: per remote, REMOTE and STATS
     ("OVSLITE_ATTR_FDB_REMOTES", "cdata"),  # 55 fdb: FDB_REMOTE records beside FDB_ENTRIES
     ("OVSLITE_ATTR_OUTER", "flag"),         # 56 capture: a tunnel's encapsulated packets
+    ("OVSLITE_ATTR_BLOCKED", "asciiz"),     # 57 port: why spanning tree keeps it from forwarding
+    ("OVSLITE_ATTR_OLD", "asciiz"),         # 58 monitor: stp role/state before
+    ("OVSLITE_ATTR_NEW", "asciiz"),         # 59 monitor: stp role/state after (topology change: count)
 )
 _ATTR_KIND = {name: kind.split("|")[0] for name, kind in ATTRS}
 

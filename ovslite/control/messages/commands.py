@@ -38,6 +38,7 @@ class Cmd(enum.IntEnum):
     MONITOR = 41
     TRACE = 42
     GET_FLOW = 50
+    GET_STP = 51
     ADD_MIRROR = 60
     DEL_MIRROR = 61
     GET_MIRROR = 62
@@ -72,6 +73,7 @@ COMMANDS: dict[Cmd, CommandSpec] = {
     Cmd.TRACE: CommandSpec(("bridge", "port", "dl_src", "dl_dst"), ("vlan", "dl_type", "generate"),
                            dump=True),
     Cmd.GET_FLOW: CommandSpec((), ("bridge",), dump=True),
+    Cmd.GET_STP: CommandSpec((), ("bridge",), dump=True),
     Cmd.ADD_MIRROR: CommandSpec(("bridge", "mirror"), ("select_all", "select_src_port",
                                                       "select_dst_port", "select_vlan", "output",
                                                       "output_vlan")),
