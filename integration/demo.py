@@ -80,6 +80,19 @@ def preflight(tag: str) -> str | None:
     except OSError as exc:
         return (f"cannot open /dev/net/tun ({exc.strerror}): ovslite's bridges need TAP devices "
                 f"(modprobe tun; in a container, pass /dev/net/tun through)")
+    problem = namespaces_and_install(tag, "demo")
+    if problem:
+        return problem
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return "matplotlib is not installed in this Python (for the chart): run `make install`"
+    return None
+
+
+def namespaces_and_install(tag: str, target: str) -> str | None:
+    """None if a namespace can be made and ovslite is installed, else one line
+    (the part of a demo's preflight every demo shares; `target`: its make target)."""
     probe = f"{PREFIX}{tag}-probe"
     proc = run(["ip", "netns", "add", probe], check=False)
     if proc.returncode != 0:
@@ -87,11 +100,7 @@ def preflight(tag: str) -> str | None:
     run(["ip", "netns", "del", probe], check=False)
     for script in (CTL, DAEMON):
         if not script.exists():
-            return f"{script} not found: run `make install` (or `make demo`) first"
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        return "matplotlib is not installed in this Python (for the chart): run `make install`"
+            return f"{script} not found: run `make install` (or `make {target}`) first"
     return None
 
 

@@ -49,7 +49,7 @@ if str(REPO) not in sys.path:  # run as a script (make demo-overlay)
     sys.path.insert(0, str(REPO))
 
 from integration import demo_overlay_traffic as traffic  # noqa: E402
-from integration.demo import CTL, DAEMON, Demo, _raise_interrupt  # noqa: E402
+from integration.demo import CTL, DAEMON, Demo, _raise_interrupt, namespaces_and_install  # noqa: E402
 from integration.demo_bench import PREFIX, CommandError, Ovslite, run, signals_ignored, write_json  # noqa: E402
 
 UNDERLAY = "192.168.50"
@@ -99,15 +99,7 @@ def preflight(tag: str) -> str | None:
     missing = sorted(f"{t} (apt-get install {p})" for t, p in TOOLS.items() if shutil.which(t) is None)
     if missing:
         return f"missing {', '.join(missing)}; `make demo-overlay` installs them via `make install`"
-    probe = f"{PREFIX}{tag}-probe"
-    proc = run(["ip", "netns", "add", probe], check=False)
-    if proc.returncode != 0:
-        return f"cannot create network namespaces (`ip netns add` failed: {proc.stderr.strip()})"
-    run(["ip", "netns", "del", probe], check=False)
-    for script in (CTL, DAEMON):
-        if not script.exists():
-            return f"{script} not found: run `make install` (or `make demo-overlay`) first"
-    return None
+    return namespaces_and_install(tag, "demo-overlay")
 
 
 class OverlayDemo(Demo):

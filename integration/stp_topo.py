@@ -18,10 +18,10 @@ are read from each side's own tool: `ovslite-ctl stp-show`, `bridge link`
 from __future__ import annotations
 
 import json
-import os
 import time
 
 from .netns import Network, run, wait_for
+from .private_ovs import PrivateOvs
 
 #: the kernel's lowest timers (net/bridge/br_private.h: BR_MIN_*), in centiseconds
 KERNEL_TIMERS = {"forward_delay": 200, "hello_time": 100, "max_age": 600}
@@ -79,34 +79,18 @@ class KernelBridge:
         pass  # goes with its namespace
 
 
-class OvsBridge:
+class OvsBridge(PrivateOvs):
     """Open vSwitch 3.1 userspace in namespace `ns`, every file in `rundir`, one
     netdev bridge with RSTP (rstp_enable=true)."""
 
     kind = "ovs"
 
     def __init__(self, ns: str, name: str, priority: int, rundir: str):
-        from .bench.sw_ovs import SCHEMA
-        self.ns, self.name, self.rundir = ns, name, rundir
-        self.env = {**os.environ, "OVS_RUNDIR": rundir, "OVS_DBDIR": rundir, "OVS_LOGDIR": rundir}
-        self.db = f"unix:{rundir}/db.sock"
-        self._run("ovsdb-tool", "create", f"{rundir}/conf.db", SCHEMA)
-        self._run("ovsdb-server", f"{rundir}/conf.db", f"--remote=punix:{rundir}/db.sock",
-                  f"--pidfile={rundir}/ovsdb.pid", f"--unixctl={rundir}/ovsdb.ctl",
-                  f"--log-file={rundir}/ovsdb.log", "-vconsole:off", "--detach")
-        self.vsctl("--no-wait", "init")
-        self._run("ovs-vswitchd", self.db, f"--pidfile={rundir}/vswitchd.pid",
-                  f"--unixctl={rundir}/vswitchd.ctl", f"--log-file={rundir}/vswitchd.log",
-                  "-vconsole:off", "--detach")
+        super().__init__(ns, rundir)
+        self.name = name
         self.vsctl("add-br", name, "--", "set", "bridge", name, "datapath_type=netdev",
                    "rstp_enable=true", f"other_config:rstp-priority={priority}")
         run(["ip", "-n", ns, "link", "set", name, "up"])
-
-    def _run(self, *cmd: str) -> str:
-        return run(["ip", "netns", "exec", self.ns, *cmd], env=self.env, timeout=30).stdout
-
-    def vsctl(self, *args: str) -> str:
-        return self._run("ovs-vsctl", f"--db={self.db}", "--timeout=20", *args)
 
     def add_port(self, port: str) -> None:
         self.vsctl("add-port", self.name, port)
@@ -125,12 +109,6 @@ class OvsBridge:
         status = self._status("bridge", self.name)
         return status.get("rstp_bridge_id") == status.get("rstp_root_id")
 
-    def stop(self) -> None:
-        for ctl, extra in (("vswitchd.ctl", ["--cleanup"]), ("ovsdb.ctl", [])):
-            try:
-                self._run("ovs-appctl", "-t", f"{self.rundir}/{ctl}", "exit", *extra)
-            except Exception:  # Network.close kills what is left in the namespace
-                pass
 
 
 def ovslite_states(daemon, bridge: str) -> dict[str, str]:

@@ -235,14 +235,14 @@ def test_ipv6_underlay_with_open_vswitch_userspace(net, make_daemon, tmp_path, p
     """ovslite <-> Open vSwitch 3.1 userspace over IPv6, OVS in its br-phy layout."""
     import shutil
 
-    from .test_tunnel_ovs import PrivateOvs
+    from .test_tunnel_ovs import TunnelOvs
     if not shutil.which("ovs-vswitchd"):
         pytest.skip("Open vSwitch is not installed (integration/bench/sw_ovs.py installs it)")
     a, b = two_hosts(net)
     addresses = ipv6_underlay(a, b)
     rundir = tmp_path / "ovs"
     rundir.mkdir()
-    ovs = PrivateOvs(b, rundir)
+    ovs = TunnelOvs(b, rundir)
     try:
         ovs.tunnel_layout(port_type, addresses[a])
         b.h("sysctl", "-q", "-w", "net.ipv6.conf.br-phy.disable_ipv6=0")

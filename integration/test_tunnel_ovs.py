@@ -3,13 +3,13 @@ far host's namespace (hosts and helpers as in test_tunnel.py)."""
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
 import pytest
 
-from .netns import run, wait_for, why_unusable
+from .netns import wait_for, why_unusable
+from .private_ovs import PrivateOvs
 from .test_tunnel import (
     UNDERLAY,
     SimHost,
@@ -26,33 +26,14 @@ pytestmark = [
 ]
 
 
-class PrivateOvs:
-    """Open vSwitch 3.1 userspace inside a host's namespace, every file in `rundir`
-    (as integration/bench/udpcost.py starts it), in OVS's documented layout for
+class TunnelOvs(PrivateOvs):
+    """Open vSwitch inside a host's namespace in OVS's documented layout for
     userspace tunnels: br-phy holds the underlay veth and the host's underlay
     address, br-int the container's port and the tunnel port."""
 
     def __init__(self, host: SimHost, rundir):
-        from .bench.sw_ovs import SCHEMA
-        self.host, self.rundir = host, str(rundir)
-        self.env = {"OVS_RUNDIR": self.rundir, "OVS_DBDIR": self.rundir,
-                    "OVS_LOGDIR": self.rundir}
-        self.db = f"unix:{self.rundir}/db.sock"
-        self.run("ovsdb-tool", "create", f"{self.rundir}/conf.db", SCHEMA)
-        self.run("ovsdb-server", f"{self.rundir}/conf.db", f"--remote=punix:{self.rundir}/db.sock",
-                 f"--pidfile={self.rundir}/ovsdb.pid", f"--unixctl={self.rundir}/ovsdb.ctl",
-                 f"--log-file={self.rundir}/ovsdb.log", "-vconsole:off", "--detach")
-        self.vsctl("--no-wait", "init")
-        self.run("ovs-vswitchd", self.db, f"--pidfile={self.rundir}/vswitchd.pid",
-                 f"--unixctl={self.rundir}/vswitchd.ctl", f"--log-file={self.rundir}/vswitchd.log",
-                 "-vconsole:off", "--detach")
-
-    def run(self, *cmd: str) -> str:
-        return run(["ip", "netns", "exec", self.host.ns, *cmd], env={**os.environ, **self.env},
-                   timeout=30).stdout
-
-    def vsctl(self, *args: str) -> str:
-        return self.run("ovs-vsctl", f"--db={self.db}", "--timeout=20", *args)
+        super().__init__(host.ns, rundir)
+        self.host = host
 
     def tunnel_layout(self, port_type: str, remote_ip: str) -> None:
         """br-phy with the host's underlay interface, br-int with its container's
@@ -85,12 +66,6 @@ class PrivateOvs:
                 f"OVS ports: {self.run(*appctl, 'dpctl/show', '-s')}"
                 f"\nOVS log: {(Path(self.rundir) / 'vswitchd.log').read_text()[-3000:]}") from None
 
-    def stop(self) -> None:
-        for ctl, extra in (("vswitchd.ctl", ["--cleanup"]), ("ovsdb.ctl", [])):
-            try:
-                self.run("ovs-appctl", "-t", f"{self.rundir}/{ctl}", "exit", *extra)
-            except Exception:  # Network.close kills what is left in the namespace
-                pass
 
 
 @pytest.mark.parametrize("port_type", ["vxlan", "geneve", "gre"])
@@ -100,7 +75,7 @@ def test_ovslite_to_open_vswitch_userspace(net, make_daemon, tmp_path, port_type
     a, b = two_hosts(net)
     rundir = tmp_path / "ovs"
     rundir.mkdir()
-    ovs = PrivateOvs(b, rundir)
+    ovs = TunnelOvs(b, rundir)
     try:
         ovs.tunnel_layout(port_type, a.underlay_ip)
         b.h("ip", "addr", "add", f"{b.underlay_ip}/24", "dev", "br-phy")
