@@ -18,7 +18,7 @@ and role changes reach monitors. The timer is one `call_later` per bridge at
 the core's next deadline: none while STP is off, no polling.
 
 Identities: the bridge id's MAC is the internal port's address when known
-(else one derived from the bridge's name); each port sends with a MAC derived
+(else ovslite.netdev.tundev.stable_mac of its name); each port sends with a MAC derived
 from the bridge and port names (locally administered), so a peer's MAC table
 never learns the host's own address on a switch port from BPDUs.
 """
@@ -30,6 +30,7 @@ import hashlib
 import structlog
 
 from . import stpconfig
+from .netdev.tundev import stable_mac
 from .stp import BridgeParams, PortParams, SpanningTree
 from .vnet import VNET_HDR_LEN
 
@@ -97,7 +98,7 @@ class BridgeStp:
         self.clock = switch.datapath.clock
         internal = bridge.ports.get(bridge.name)
         mac = internal.local_mac if internal is not None and internal.local_mac else None
-        self.mac = mac or derived_mac(bridge.name)
+        self.mac = mac or stable_mac(bridge.name)
         self.params = bridge_params(mode, config)
         self.core = SpanningTree(mode, self.mac, self.params, self.clock())
         #: port name -> [Port object, its PortParams, link up, STP port number], as the

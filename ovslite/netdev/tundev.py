@@ -159,18 +159,43 @@ def check_tap(fd: int, name: str, netns: str | None = None) -> str | None:
     return None
 
 
+#: the initial network namespace's fixed inode number (include/linux/proc_ns.h)
+PROC_NET_INIT_INO = 0xEFFFFFF9
+
+
+def _namespace_seed() -> bytes:
+    """Tells apart the network namespaces of one machine, which share /etc/machine-id
+    (a daemon per namespace, as the multi-host tests and demos run): the namespace's
+    inode, unless it is init's, so a host's MACs stay the same across reboots."""
+    try:
+        ours = os.stat("/proc/self/ns/net").st_ino
+    except OSError:
+        return b""
+    if ours == PROC_NET_INIT_INO:
+        return b""
+    try:  # a container's own root namespace (pid 1 is the container's init)
+        if os.stat("/proc/1/ns/net").st_ino == ours:
+            return b""
+    except OSError:  # pid 1's namespace may be hidden (sandboxes): then it is told by the inode
+        pass
+    return f"/netns/{ours}".encode()
+
+
 def stable_mac(name: str) -> bytes:
     """A locally administered unicast MAC for device `name`, the same at every start.
 
     Derived from /etc/machine-id and the name, as systemd-networkd does for
     virtual devices: a restarted daemon recreates an internal port with the MAC
-    its neighbours have cached, yet two hosts' `br0` differ.
+    its neighbours have cached, yet two hosts' `br0` differ, and so do the
+    `br0`s of two daemons in two network namespaces of one machine (the bridge's
+    spanning tree identity is this MAC: equal ones would make two bridges one).
     """
     try:
         with open("/etc/machine-id", "rb") as f:
             seed = f.read().strip()
     except OSError:
         seed = socket.gethostname().encode()
+    seed += _namespace_seed()
     digest = bytearray(hashlib.sha256(seed + b"/ovslite/" + name.encode()).digest()[:6])
     digest[0] = (digest[0] & 0xFE) | 0x02
     return bytes(digest)
